@@ -1,0 +1,399 @@
+"""The ``hub`` command: run the daemon, check the config, look into the store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import click
+import orjson
+from sqlalchemy import func, select
+
+from hub.config import ConfigError, Settings, default_config_path, load_settings
+from hub.logging import configure_logging
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    path = ctx.obj["config"]
+    try:
+        return load_settings(path)
+    except ConfigError as error:
+        click.echo(f"invalid configuration ({path}):\n{error}", err=True)
+        sys.exit(2)
+
+
+def _local(settings: Settings) -> Callable[[datetime | None], str]:
+    zone = ZoneInfo(settings.hub.timezone)
+
+    def show(value: datetime | None) -> str:
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    return show
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Configuration file (default: $HUB_CONFIG, ./config.toml, ./config.example.toml).",
+)
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """crm-hub: lead channels in, clean deals out."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config or default_config_path()
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: hub.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: hub.port).")
+@click.pass_context
+def run(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the daemon until SIGTERM or Ctrl-C."""
+    from aiohttp import web
+
+    from hub.app import build_app
+    from hub.context import Hub
+
+    settings = _settings(ctx)
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        hub = Hub(settings)
+    except ConfigError as error:
+        click.echo(f"invalid configuration ({ctx.obj['config']}):\n{error}", err=True)
+        sys.exit(2)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        uvloop = None
+    web.run_app(
+        build_app(hub),
+        host=host or settings.hub.host,
+        port=port or settings.hub.port,
+        shutdown_timeout=settings.hub.shutdown_timeout.total_seconds(),
+        access_log=None,
+        print=lambda msg: click.echo(msg, err=True),
+        loop=uvloop.new_event_loop() if uvloop else None,
+        handle_signals=True,
+    )
+
+
+@main.group()
+def config() -> None:
+    """Check the configuration."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+@click.pass_context
+def config_check(ctx: click.Context, file: Path | None) -> None:
+    """Validate FILE (default: the file `hub run` would use) with every plugin's section."""
+    from hub.plugins import PluginHost
+
+    path = file or ctx.obj["config"]
+    try:
+        settings = load_settings(path)
+        PluginHost(settings).configure(None)
+    except ConfigError as error:
+        click.echo(f"invalid configuration ({path}):\n{error}", err=True)
+        sys.exit(2)
+    click.echo(f"{path}: ok ({len(settings.pipelines)} pipelines, {len(settings.users)} users)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, where each comes from, and its state.
+
+    With the daemon running on this config, shows the live states from its
+    /healthz; otherwise what the configuration enables.
+    """
+    from hub.plugins import PluginHost
+
+    settings = _settings(ctx)
+    summary = _live_plugins(settings)
+    if summary is None:
+        host = PluginHost(settings)
+        try:
+            host.configure(None)
+        except ConfigError as error:
+            click.echo(f"invalid configuration:\n{error}", err=True)
+            sys.exit(2)
+        summary = [
+            {**r, "state": "enabled (daemon not running)" if r["enabled"] else r["state"]}
+            for r in host.summary()
+        ]
+    if as_json:
+        click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return
+    _table(
+        ["name", "origin", "enabled", "state", "error"],
+        [
+            [p["name"], p["origin"], "yes" if p["enabled"] else "no", p["state"], p["error"]]
+            for p in summary
+        ],
+    )
+
+
+def _live_plugins(settings: Settings) -> list[dict[str, Any]] | None:
+    import urllib.request
+
+    host = settings.hub.host if settings.hub.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    try:
+        with urllib.request.urlopen(
+            f"http://{host}:{settings.hub.port}/healthz", timeout=1
+        ) as response:
+            return orjson.loads(response.read())["plugins"]
+    except Exception:
+        return None
+
+
+@main.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply migrations (also done at every start-up)."""
+    from hub.store import Store
+
+    settings = _settings(ctx)
+
+    async def go() -> str | None:
+        store = Store(settings.store_url)
+        try:
+            await store.upgrade()
+            return await store.current_revision()
+        finally:
+            await store.close()
+
+    click.echo(f"store at revision {_run(go())}")
+
+
+async def _with_store(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from hub.store import Store
+
+    store = Store(settings.store_url)
+    try:
+        await store.upgrade()
+        return await work(store)
+    finally:
+        await store.close()
+
+
+@main.group()
+def deals() -> None:
+    """Deals in the store."""
+
+
+@deals.command("list")
+@click.option("--status", type=click.Choice(["open", "won", "lost"]), default=None)
+@click.option("--owner", default=None, help="Owner's email.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit: int) -> None:
+    """The newest deals with stage, owner, contact phone and open tasks."""
+    from hub.store.models import Contact, ContactPoint, Deal, Stage, Task, User
+
+    settings = _settings(ctx)
+    show = _local(settings)
+
+    async def go(store: Any) -> list[list[Any]]:
+        open_tasks = (
+            select(func.count())
+            .where(Task.deal_id == Deal.id, Task.done_at.is_(None))
+            .scalar_subquery()
+        )
+        first_phone = (
+            select(ContactPoint.normalized)
+            .where(ContactPoint.contact_id == Deal.contact_id, ContactPoint.kind == "phone")
+            .order_by(ContactPoint.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        first_email = (
+            select(ContactPoint.normalized)
+            .where(ContactPoint.contact_id == Deal.contact_id, ContactPoint.kind == "email")
+            .order_by(ContactPoint.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Deal.id,
+                Deal.title,
+                Stage.name,
+                Deal.status,
+                User.email,
+                Contact.name,
+                first_phone,
+                first_email,
+                open_tasks,
+                Deal.source,
+                Deal.created_at,
+            )
+            .join(Stage, Stage.id == Deal.stage_id)
+            .outerjoin(User, User.id == Deal.owner_id)
+            .outerjoin(Contact, Contact.id == Deal.contact_id)
+            .order_by(Deal.id.desc())
+            .limit(limit)
+        )
+        if status:
+            stmt = stmt.where(Deal.status == status)
+        if owner:
+            stmt = stmt.where(User.email == owner.lower())
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(
+        [
+            "id",
+            "title",
+            "stage",
+            "status",
+            "owner",
+            "contact",
+            "phone",
+            "email",
+            "open tasks",
+            "source",
+            "created",
+        ],
+        [[*r[:10], show(r[10])] for r in rows],
+    )
+
+
+@main.group()
+def inbox() -> None:
+    """Accepted inbound events: pending, done, dead, spam."""
+
+
+@inbox.command("list")
+@click.option("--dead", is_flag=True, help="Only events that failed every attempt.")
+@click.option("--status", type=click.Choice(["pending", "done", "dead", "spam"]), default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def inbox_list(ctx: click.Context, dead: bool, status: str | None, limit: int) -> None:
+    """Inbound events, newest first, with their error if they failed."""
+    from hub.store.models import InboxEvent
+
+    settings = _settings(ctx)
+    show = _local(settings)
+    status = "dead" if dead else status
+
+    async def go(store: Any) -> list[list[Any]]:
+        t = InboxEvent.__table__
+        stmt = (
+            select(
+                t.c.id,
+                t.c.channel,
+                t.c.status,
+                t.c.attempts,
+                t.c.received_at,
+                t.c.last_error,
+                t.c.result,
+            )
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        )
+        if status:
+            stmt = stmt.where(t.c.status == status)
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(
+        ["id", "channel", "status", "attempts", "received", "deal", "error"],
+        [[r[0], r[1], r[2], r[3], show(r[4]), (r[6] or {}).get("deal_id"), r[5]] for r in rows],
+    )
+
+
+@inbox.command("replay")
+@click.argument("ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def inbox_replay(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Queue dead (or spam) events IDS again; the running daemon picks them up."""
+    from hub.intake import replay
+
+    settings = _settings(ctx)
+    done = _run(_with_store(settings, lambda store: replay(store, ids)))
+    missing = sorted(set(ids) - set(done))
+    if done:
+        click.echo(f"requeued: {', '.join(map(str, done))}")
+    if missing:
+        click.echo(f"not dead or spam, left alone: {', '.join(map(str, missing))}", err=True)
+        sys.exit(1)
+
+
+@main.group()
+def users() -> None:
+    """The sales team (configured under [[users]])."""
+
+
+@users.command("list")
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """Users with role, active flag, extension and open deals."""
+    from hub.store.models import Deal, User
+    from hub.store.ops import sync_config
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[list[Any]]:
+        async with store.write() as conn:
+            await sync_config(conn, settings)
+        open_deals = (
+            select(func.count())
+            .where(Deal.owner_id == User.id, Deal.status == "open")
+            .scalar_subquery()
+        )
+        async with store.read() as conn:
+            rows = await conn.execute(
+                select(
+                    User.id,
+                    User.email,
+                    User.name,
+                    User.role,
+                    User.active,
+                    User.extension,
+                    open_deals,
+                ).order_by(User.id)
+            )
+            return [list(r) for r in rows]
+
+    rows = _run(_with_store(settings, go))
+    _table(
+        ["id", "email", "name", "role", "active", "ext", "open deals"],
+        [[*r[:4], "yes" if r[4] else "no", *r[5:]] for r in rows],
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

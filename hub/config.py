@@ -1,0 +1,320 @@
+"""The hub's configuration: one TOML file, overridden by ``HUB__SECTION__KEY`` variables.
+
+Each plugin owns a section ``[plugins.<name>]`` validated by the plugin's own
+model (see :mod:`hub.plugins`); this module validates the core sections and keeps
+plugin sections as raw tables until the plugins are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "HUB__"
+CONFIG_ENV = "HUB_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept ``90``, ``"90s"``, ``"15m"``, ``"36h"``, ``"2d"``; a bare number is seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        parts = value.split()
+        total = 0.0
+        # "1d 12h" is allowed as well as "36h".
+        tokens = re.findall(r"\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)?", value)
+        if tokens and "".join(tokens).replace(" ", "") == "".join(parts):
+            for token in tokens:
+                match = _DURATION.match(token)
+                assert match is not None
+                total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            return timedelta(seconds=total)
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 36h, 2d)")
+    raise ValueError(f"not a duration: {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    timezone: str = "UTC"
+    default_region: str = "RU"
+    shutdown_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name such as Europe/Moscow)"
+            ) from None
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {value!r} (use an ISO code such as RU)")
+        return region
+
+
+class LogSection(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class StoreSection(Section):
+    url: str = "sqlite+aiosqlite:///var/hub.db"
+    # SQLite only: FULL syncs the WAL on every commit (group commit keeps that cheap);
+    # NORMAL survives a process crash but may lose the last commits on power loss.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    pool_size: int = Field(10, ge=1)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
+        return value
+
+
+class IntakeSection(Section):
+    dedupe_window: Duration = timedelta(minutes=10)
+    batch_size: int = Field(256, ge=1, le=5000)
+    group_commit_max: int = Field(1000, ge=1)
+    max_attempts: int = Field(8, ge=1)
+    retry_base: Duration = timedelta(seconds=5)
+    retry_max: Duration = timedelta(hours=1)
+    poll_interval: Duration = timedelta(seconds=1)
+    workers: int = Field(1, ge=1, le=32)
+
+
+class ApiToken(Section):
+    token: SecretStr
+    role: Literal["admin", "head", "manager"] = "head"
+    user: str | None = None  # a manager token sees only this user's records
+
+    @model_validator(mode="after")
+    def _manager_has_user(self) -> ApiToken:
+        if self.role == "manager" and not self.user:
+            raise ValueError("a token with role 'manager' needs user = \"<manager's email>\"")
+        if len(self.token.get_secret_value()) < 16:
+            raise ValueError("token must be at least 16 characters")
+        return self
+
+
+class ApiSection(Section):
+    enabled: bool = True
+    page_size: int = Field(50, ge=1, le=1000)
+    tokens: dict[str, ApiToken] = {}
+
+
+class User(Section):
+    email: str
+    name: str
+    role: Literal["manager", "head", "admin"] = "manager"
+    active: bool = True
+    extension: str | None = None
+    phone: str | None = None
+    telegram_chat_id: str | None = None
+    timezone: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class Stage(Section):
+    key: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    name: str
+    probability: int = Field(0, ge=0, le=100)
+    kind: Literal["open", "won", "lost"] = "open"
+    contact_within: Duration | None = None
+    time_limit: Duration | None = None
+    required_fields: list[str] = []
+
+
+class Pipeline(Section):
+    name: str
+    default: bool = False
+    first_task: str = "Call the client"
+    stages: list[Stage]
+
+    @model_validator(mode="after")
+    def _stages_make_sense(self) -> Pipeline:
+        keys = [s.key for s in self.stages]
+        if len(keys) != len(set(keys)):
+            raise ValueError("stage keys must be unique within a pipeline")
+        if not any(s.kind == "open" for s in self.stages):
+            raise ValueError("a pipeline needs at least one open stage")
+        return self
+
+
+class CatalogSection(Section):
+    sources: list[str] = []
+    loss_reasons: list[str] = []
+
+
+def _default_pipelines() -> dict[str, Pipeline]:
+    return {
+        "sales": Pipeline(
+            name="Sales",
+            default=True,
+            stages=[
+                Stage(key="new", name="New", probability=10, contact_within=timedelta(days=1)),
+                Stage(key="won", name="Won", probability=100, kind="won"),
+                Stage(key="lost", name="Lost", probability=0, kind="lost"),
+            ],
+        )
+    }
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Plugin sections are checked later by each plugin's model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    hub: HubSection = HubSection()
+    log: LogSection = LogSection()
+    store: StoreSection = StoreSection()
+    intake: IntakeSection = IntakeSection()
+    api: ApiSection = ApiSection()
+    users: list[User] = []
+    pipelines: dict[str, Pipeline] = Field(default_factory=_default_pipelines)
+    catalog: CatalogSection = CatalogSection()
+    plugins: dict[str, dict[str, Any]] = {}
+
+    # Where the file was read from; relative paths in it are resolved against its folder.
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _one_default_pipeline(self) -> Settings:
+        defaults = [key for key, p in self.pipelines.items() if p.default]
+        if not self.pipelines:
+            raise ValueError("pipelines: configure at least one pipeline")
+        if len(defaults) > 1:
+            raise ValueError(f"pipelines: only one may be default, found {', '.join(defaults)}")
+        emails = [u.email for u in self.users]
+        dup = {e for e in emails if emails.count(e) > 1}
+        if dup:
+            raise ValueError(f"users: duplicate email {', '.join(sorted(dup))}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def default_pipeline(self) -> str:
+        for key, pipeline in self.pipelines.items():
+            if pipeline.default:
+                return key
+        return next(iter(self.pipelines))
+
+    @property
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path resolved against the config's folder."""
+        url = self.store.url
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix) and self.config_path is not None:
+            path = url[len(prefix) :]
+            if path and path != ":memory:" and not os.path.isabs(path):
+                return prefix + str((self.config_path.parent / path).resolve())
+        return url
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names every bad key and what is wrong."""
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if part != "__root__")
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config.example.toml)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{key}: {message}")
+    return "\n".join(lines)
+
+
+def default_config_path() -> Path:
+    """``$HUB_CONFIG``, else ``./config.toml``, else ``./config.example.toml``."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for name in ("config.toml", "config.example.toml"):
+        if Path(name).exists():
+            return Path(name)
+    return Path("config.toml")
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate the configuration, raising :class:`ConfigError` when it is invalid."""
+    config_path = Path(path) if path is not None else default_config_path()
+    if not config_path.exists():
+        raise ConfigError(f"{config_path}: configuration file not found")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_path)
+
+    try:
+        settings = FileSettings()
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+    except ValueError as error:  # TOML syntax
+        raise ConfigError(f"{config_path}: {error}") from None
+    settings.config_path = config_path.resolve()
+    return settings

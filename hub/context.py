@@ -1,0 +1,132 @@
+"""The running hub: settings, store, intake, workers and plugins, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub import events
+from hub.config import Settings
+from hub.intake import Intake, Worker
+from hub.lead import Lead
+from hub.leads import LeadPipeline
+from hub.metrics import Metrics
+from hub.plugins import PluginHost, PluginRecord
+from hub.store import Store
+from hub.store.models import InboxEvent
+from hub.store.ops import Catalog, bump_counter, sync_config
+
+log = structlog.get_logger("hub")
+
+
+class Hub:
+    """Everything a plugin may use: ``settings``, ``store``, ``intake``, ``metrics``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        plugins: PluginHost | None = None,
+        start_workers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = Store(
+            settings.store_url,
+            sqlite_synchronous=settings.store.sqlite_synchronous,
+            pool_size=settings.store.pool_size,
+            echo=settings.store.echo,
+        )
+        self.intake = Intake(self.store, settings.intake, self.metrics)
+        self.plugins = plugins if plugins is not None else PluginHost(settings)
+        self.plugins.configure(self)
+        self.catalog: Catalog | None = None
+        self.events_written = asyncio.Event()
+        self.start_workers = start_workers
+        self.workers: list[Worker] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+
+    # -- the lead pipeline's collaborators ------------------------------------------------
+
+    def parse_lead(self, *, channel: str, payload: dict[str, Any]) -> Lead | None:
+        return self.plugins.pm.hook.hub_parse_lead(channel=channel, payload=payload)
+
+    async def reserve(self, conn: AsyncConnection, counter: str, n: int) -> int:
+        """Bump a durable counter without holding its row lock for a whole batch.
+
+        On PostgreSQL the bump commits on its own connection at once, so workers
+        in several processes never queue on the counter's row; on SQLite every
+        write shares one connection anyway, so it rides on the batch's transaction.
+        """
+        if self.store.is_sqlite:
+            return await bump_counter(conn, counter, n)
+        async with self.store.write() as own:
+            return await bump_counter(own, counter, n)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.upgrade()
+        async with self.store.write() as conn:
+            self.catalog = await sync_config(conn, self.settings)
+        await self.intake.start()
+        pipeline = LeadPipeline(self.catalog, self.settings.hub.default_region, self.reserve)
+        count = self.settings.intake.workers if not self.store.is_sqlite else 1
+        if self.start_workers:
+            for index in range(count):
+                worker = Worker(
+                    self.store,
+                    self.settings.intake,
+                    pipeline,
+                    self.parse_lead,
+                    self.metrics,
+                    name=f"worker-{index}",
+                    on_commit=self.events_written.set,
+                )
+                self.workers.append(worker)
+                self._worker_tasks.append(
+                    asyncio.create_task(worker.run(self.intake.new_events), name=worker.name)
+                )
+        await self.plugins.start(self, self._plugin_extra_tasks)
+        self.ready = True
+        log.info(
+            "hub_started",
+            store=self.store.dialect,
+            workers=len(self.workers),
+            plugins=[r.name for r in self.plugins.active()],
+        )
+
+    def _plugin_extra_tasks(self, record: PluginRecord) -> dict[str, Any]:
+        if self.plugins.implements(record, "hub_domain_event"):
+            return {"domain-events": lambda: events.deliver(self, record)}
+        return {}
+
+    async def stop(self) -> None:
+        """Stop accepting, write what was accepted, finish claimed batches, stop plugins."""
+        self.ready = False
+        await self.intake.stop()
+        for worker in self.workers:
+            worker.stop()
+        self.intake.new_events.set()
+        if self._worker_tasks:
+            await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        self._worker_tasks.clear()
+        self.workers.clear()
+        await self.plugins.stop(self)
+        await self.store.close()
+        log.info("hub_stopped")
+
+    async def queue_depth(self) -> dict[str, int]:
+        inbox = InboxEvent.__table__
+        async with self.store.read() as conn:
+            rows = await conn.execute(
+                select(inbox.c.status, func.count())
+                .where(inbox.c.status.in_(["pending", "dead"]))
+                .group_by(inbox.c.status)
+            )
+            return dict(rows.tuples())

@@ -1,0 +1,98 @@
+"""Every hook a crm-hub plugin can implement, in one place.
+
+A plugin is a class registered under the ``crm_hub`` entry-point group (the
+built-in ones in ``plugins/`` are registered the same way, in this project's
+``pyproject.toml``)::
+
+    [project.entry-points.crm_hub]
+    my_channel = "my_package.plugin:MyChannel"
+
+The class may declare ``Config``, a pydantic model validating its section
+``[plugins.my_channel]`` of the hub's configuration (``enabled`` is handled by the
+host and is not passed on). The host builds one instance per enabled plugin as
+``MyChannel(config, hub)``, where ``hub`` is the :class:`hub.context.Hub` with the
+store, the intake and the settings, and registers it with pluggy. Methods marked
+``@hookimpl`` are the plugin's hooks; each may take any subset of the arguments
+named in its specification below.
+
+A hook may be ``async def`` or return an awaitable; the host awaits results.
+Hooks called with ``firstresult`` (one answer wins) must decline by returning
+``None`` synchronously: an ``async def`` returns a coroutine, which is never None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hub.context import Hub
+    from hub.lead import Lead
+
+PROJECT = "crm_hub"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# A background task: an async function run until it returns, restarted with backoff
+# when it raises, and cancelled at shutdown.
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
+@hookspec
+def hub_routes(hub: Hub) -> list[web.RouteDef] | None:
+    """Return the HTTP routes this plugin serves, e.g. ``[web.post("/forms/{id}", h)]``.
+
+    Called once while the application is assembled. While the plugin is not
+    running (failed or restarting) its routes answer ``503`` with the reason.
+    """
+
+
+@hookspec
+def hub_startup(hub: Hub) -> Awaitable[None] | None:
+    """Open what the plugin needs (connections, clients); called before it serves.
+
+    Raising here marks the plugin failed; the host logs it with the plugin's name
+    and calls this hook again later with backoff (5 s, 10 s, 20 s ... 5 min). The
+    daemon and other plugins go on.
+    """
+
+
+@hookspec
+def hub_shutdown(hub: Hub) -> Awaitable[None] | None:
+    """Close what :func:`hub_startup` opened; called once at shutdown after tasks stop."""
+
+
+@hookspec
+def hub_background_tasks(hub: Hub) -> dict[str, BackgroundTask] | None:
+    """Return named long-running tasks (an IMAP poller, a campaign sender).
+
+    Each runs after a successful :func:`hub_startup`. A task that raises is logged,
+    the plugin is marked failed, and the task is started again with backoff.
+    """
+
+
+@hookspec(firstresult=True)
+def hub_parse_lead(channel: str, payload: dict[str, Any]) -> Lead | None:
+    """Turn a stored inbox event of ``channel`` into a :class:`hub.lead.Lead`.
+
+    Called by the intake worker for every accepted event. Return ``None`` for a
+    channel this plugin does not own. Raising marks the event failed; it is
+    retried with backoff and, after ``intake.max_attempts``, kept as dead for
+    ``hub inbox replay``.
+    """
+
+
+@hookspec
+def hub_domain_event(event: dict[str, Any], hub: Hub) -> Awaitable[None] | None:
+    """React to a domain event (``deal.created``, ``task.created``, ...) after its commit.
+
+    ``event`` has ``id``, ``type``, ``subject``, ``subject_id``, ``payload`` and
+    ``occurred_at``. Each plugin gets every event in order, at least once: the
+    host keeps a cursor per plugin and calls again, with backoff, an event whose
+    handler raised. Make the handler idempotent by ``event["id"]``.
+    """

@@ -1,0 +1,55 @@
+"""A lead: what a channel hands to the lead pipeline, whatever it came from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+# Fields a channel may map its input to; anything else goes into ``custom``.
+LEAD_FIELDS = (
+    "name",
+    "phone",
+    "email",
+    "company",
+    "city",
+    "title",
+    "message",
+    "amount",
+    "currency",
+    "source",
+    "segment",
+    *UTM_FIELDS,
+)
+
+
+class Lead(BaseModel):
+    """A request from a possible client, already parsed by its channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    name: str | None = None
+    phones: list[str] = []
+    emails: list[str] = []
+    company: str | None = None
+    city: str | None = None
+    title: str | None = None
+    message: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    source: str | None = None
+    segment: str | None = None
+    utm: dict[str, str] = {}
+    custom: dict[str, Any] = {}
+    pipeline: str | None = None
+    stage: str | None = None
+    activity_kind: str = "form"
+    summary: str = ""
+    # What the client actually sent, shown in the deal's history.
+    submission: dict[str, Any] = Field(default_factory=dict)
+    received_at: datetime | None = None

@@ -1,0 +1,66 @@
+"""Normalizing contact points: phones to E.164, emails to lower case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A contact point as entered and as matched."""
+
+    kind: str  # "phone" | "email"
+    value: str
+    normalized: str
+
+
+class InvalidPoint(ValueError):
+    """A value that is not a phone number or an email address."""
+
+
+@lru_cache(maxsize=65536)
+def normalize_phone(raw: str, region: str = "RU") -> str:
+    """Return the E.164 form of ``raw`` (``";ext=N"`` appended when it has an extension).
+
+    ``8 (912) 345-67-89``, ``+7 912 3456789`` and ``9123456789`` are one number in
+    region RU. Raises :class:`InvalidPoint` for a value that cannot be a phone
+    number there (too short, letters, an internal extension alone).
+    """
+    text = raw.strip()
+    if not text or len(text) > 64:
+        raise InvalidPoint(f"not a phone number: {raw!r}")
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as error:
+        raise InvalidPoint(f"not a phone number: {raw!r}") from error
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPoint(f"not a phone number: {raw!r}")
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if number.extension:
+        return f"{e164};ext={number.extension}"
+    return e164
+
+
+@lru_cache(maxsize=65536)
+def normalize_email(raw: str) -> str:
+    """Return the lower-cased address; raises :class:`InvalidPoint` for a malformed one."""
+    text = raw.strip()
+    if not text or len(text) > 320:
+        raise InvalidPoint(f"not an email address: {raw!r}")
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidPoint(f"not an email address: {raw!r}: {error}") from error
+    return result.normalized.lower()
+
+
+def phone_point(raw: str, region: str) -> Point:
+    return Point("phone", raw.strip(), normalize_phone(raw, region))
+
+
+def email_point(raw: str) -> Point:
+    return Point("email", raw.strip(), normalize_email(raw))

@@ -1,0 +1,5 @@
+"""The deal store."""
+
+from hub.store.engine import Store
+
+__all__ = ["Store"]

@@ -1,0 +1,1 @@
+"""Built-in channel and notifier plugins, registered through the `crm_hub` entry points."""

@@ -1,0 +1,312 @@
+"""Web-form channel: ``POST /forms/{form_id}`` from a site's HTML form or its server.
+
+The submission is checked (origin, rate, size, signature, encoding, required
+fields), stored in the intake, and only then answered: ``202`` with the lead id
+to an API client, ``303`` to the thank-you page for a browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.helpers import parse_mimetype
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from hub.context import Hub
+from hub.hookspecs import hookimpl
+from hub.intake import IntakeClosed
+from hub.lead import Lead
+from plugins.webforms.config import Form, WebFormsConfig
+from plugins.webforms.mapping import map_fields
+from plugins.webforms.parsing import BadSubmission, parse_body
+from plugins.webforms.ratelimit import RateLimiter
+
+CHANNEL = "webforms"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+TOKEN_HEADER = "X-Hub-Token"
+ALLOWED_HEADERS = f"Content-Type, Idempotency-Key, {SIGNATURE_HEADER}, {TOKEN_HEADER}"
+
+log = structlog.get_logger("plugins.webforms")
+templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+class WebForms:
+    """Lead capture from website forms."""
+
+    Config = WebFormsConfig
+
+    def __init__(self, config: WebFormsConfig, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.limiters = {
+            form_id: RateLimiter(form.rate_limit, form.rate_window.total_seconds())
+            for form_id, form in config.forms.items()
+        }
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    @hookimpl
+    def hub_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/forms/{form_id}", self.submit),
+            web.options("/forms/{form_id}", self.preflight),
+        ]
+
+    @hookimpl
+    def hub_parse_lead(self, channel: str, payload: dict[str, Any]) -> Lead | None:
+        if channel != CHANNEL:
+            return None
+        form_id = payload["form"]
+        form = self.config.forms.get(form_id)
+        label = (form.name if form and form.name else None) or form_id
+        return Lead(
+            channel=CHANNEL,
+            activity_kind="form",
+            summary=f"Web form «{label}»",
+            submission=payload.get("submission", {}),
+            **payload["lead"],
+        )
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        form = self.config.forms.get(request.match_info["form_id"])
+        origin = request.headers.get("Origin")
+        if form is None or not origin or not _origin_allowed(form, origin):
+            return web.Response(status=403, text="origin not allowed")
+        return web.Response(
+            status=204,
+            headers={
+                **_cors(origin),
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        form_id = request.match_info["form_id"]
+        form = self.config.forms.get(form_id)
+        browser = _is_browser(request)
+        origin = request.headers.get("Origin")
+        cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
+        structlog.contextvars.bind_contextvars(form_id=form_id)
+        try:
+            if form is None:
+                return self._error(request, 404, f"unknown form {form_id!r}", browser=browser)
+            if origin and not cors and not _same_origin(request, origin):
+                return self._reject(request, form_id, 403, "origin", f"origin {origin} not allowed")
+            wait = self.limiters[form_id].hit(self._client_ip(request))
+            if wait:
+                response = self._reject(
+                    request, form_id, 429, "rate_limit", "too many submissions, try again later"
+                )
+                response.headers["Retry-After"] = str(max(1, round(wait)))
+                return response
+            if request.content_length is not None and request.content_length > form.max_body:
+                return self._reject(
+                    request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
+                )
+            body = await _read_bounded(request, form.max_body)
+            if body is None:
+                return self._reject(
+                    request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
+                )
+            if not _authorized(form, request, body):
+                return self._reject(request, form_id, 401, "auth", "bad or missing signature")
+            try:
+                mime = parse_mimetype(request.headers.get("Content-Type", ""))
+                fields, files = parse_body(request.content_type, dict(mime.parameters), body)
+            except BadSubmission as error:
+                return self._reject(request, form_id, error.status, "unreadable", str(error))
+            return await self._accept(request, form_id, form, fields, files, browser, cors)
+        finally:
+            structlog.contextvars.unbind_contextvars("form_id")
+
+    async def _accept(
+        self,
+        request: web.Request,
+        form_id: str,
+        form: Form,
+        fields: dict[str, list[str]],
+        files: list[Any],
+        browser: bool,
+        cors: dict[str, str],
+    ) -> web.StreamResponse:
+        spam = bool(form.honeypot and any(v.strip() for v in fields.get(form.honeypot, [])))
+        lead, errors = map_fields(
+            form, fields, dict(request.query), self.hub.settings.hub.default_region
+        )
+        if errors and not spam:
+            self.hub.metrics.rejected.labels(CHANNEL, "invalid").inc()
+            return self._error(
+                request, 422, "some fields need fixing", fields=errors, browser=browser, cors=cors
+            )
+        submission = {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
+        if files:
+            submission["_files"] = files
+        payload = {
+            "form": form_id,
+            "lead": lead,
+            "submission": submission,
+            "meta": {
+                "ip": self._client_ip(request),
+                "user_agent": request.headers.get("User-Agent", "")[:300],
+                "referer": request.headers.get("Referer", "")[:500],
+                "origin": request.headers.get("Origin"),
+            },
+        }
+        try:
+            accepted = await self.hub.intake.accept(
+                CHANNEL,
+                payload,
+                external_id=_external_id(request, form_id),
+                fingerprint={"form": form_id, "lead": lead},
+                status="spam" if spam else "pending",
+            )
+        except IntakeClosed:
+            return self._error(
+                request,
+                503,
+                "shutting down, retry shortly",
+                browser=browser,
+                retry_after=5,
+                cors=cors,
+            )
+        except Exception:
+            log.exception("webform_store_failed")
+            return self._error(
+                request,
+                503,
+                "cannot store the submission now, retry shortly",
+                browser=browser,
+                retry_after=5,
+                cors=cors,
+            )
+        log.info("webform_accepted", lead_id=accepted.id, duplicate=accepted.duplicate, spam=spam)
+        if browser:
+            if form.thank_you_url:
+                raise web.HTTPSeeOther(form.thank_you_url, headers=cors)
+            page = templates.get_template("thanks.html").render(form=form)
+            return web.Response(
+                status=200, text=page, content_type="text/html", charset="utf-8", headers=cors
+            )
+        return web.json_response(
+            {"lead_id": accepted.id, "duplicate": accepted.duplicate},
+            status=202,
+            headers=cors,
+        )
+
+    def _client_ip(self, request: web.Request) -> str:
+        if self.config.trust_forwarded_for:
+            forwarded = request.headers.get("X-Forwarded-For")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        return request.remote or "unknown"
+
+    def _reject(
+        self, request: web.Request, form_id: str, status: int, reason: str, message: str
+    ) -> web.Response:
+        self.hub.metrics.rejected.labels(CHANNEL, reason).inc()
+        log.info("webform_rejected", status=status, reason=reason)
+        form = self.config.forms.get(form_id)
+        origin = request.headers.get("Origin")
+        cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
+        return self._error(request, status, message, browser=_is_browser(request), cors=cors)
+
+    @staticmethod
+    def _error(
+        request: web.Request,
+        status: int,
+        message: str,
+        *,
+        browser: bool,
+        fields: list[dict[str, str]] | None = None,
+        retry_after: int | None = None,
+        cors: dict[str, str] | None = None,
+    ) -> web.Response:
+        headers = dict(cors or {})
+        if retry_after:
+            headers["Retry-After"] = str(retry_after)
+        if browser:
+            page = templates.get_template("error.html").render(
+                status=status,
+                message=message,
+                fields=fields or [],
+                back=request.headers.get("Referer"),
+            )
+            return web.Response(
+                status=status,
+                text=page,
+                content_type="text/html",
+                charset="utf-8",
+                headers=headers,
+            )
+        body: dict[str, Any] = {"error": message}
+        if fields:
+            body["fields"] = fields
+        return web.json_response(body, status=status, headers=headers)
+
+
+def _is_browser(request: web.Request) -> bool:
+    """A plain HTML form post (not fetch/XHR, not a server): it wants a page back."""
+    if request.content_type == "application/json":
+        return False
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _origin_allowed(form: Form, origin: str) -> bool:
+    return "*" in form.allowed_origins or origin.rstrip("/") in {
+        o.rstrip("/") for o in form.allowed_origins
+    }
+
+
+def _same_origin(request: web.Request, origin: str) -> bool:
+    return origin.rstrip("/") == f"{request.scheme}://{request.host}"
+
+
+def _cors(origin: str | None) -> dict[str, str]:
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def _external_id(request: web.Request, form_id: str) -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    return f"{form_id}:{key}" if key else None
+
+
+def _authorized(form: Form, request: web.Request, body: bytes) -> bool:
+    if form.auth == "none" or form.secret is None:
+        return True
+    secret = form.secret.get_secret_value().encode()
+    if form.auth == "token":
+        given = request.headers.get(TOKEN_HEADER, "")
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), secret)
+    given = request.headers.get(SIGNATURE_HEADER, "").removeprefix("sha256=").strip().lower()
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """Read at most ``limit`` bytes of body; None when the body is longer."""
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,95 @@
+"""From a form's fields to a lead, with the errors a person filling the form can fix."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from hub.lead import UTM_FIELDS
+from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+from plugins.webforms.config import Form
+from plugins.webforms.parsing import Fields
+
+MAX_VALUE = 5000
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def map_fields(
+    form: Form, fields: Fields, query: dict[str, str], region: str
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Return the lead's fields and a list of ``{"field", "message"}`` errors."""
+    errors: list[dict[str, str]] = []
+    lead: dict[str, Any] = {"phones": [], "emails": [], "utm": {}, "custom": {}}
+
+    for name in form.required:
+        if not any(v.strip() for v in fields.get(name, [])):
+            errors.append({"field": name, "message": "required"})
+
+    for name, values in fields.items():
+        target = form.target(name)
+        values = [v.strip() for v in values if v.strip()]
+        if target is None or not values:
+            continue
+        if any(len(v) > MAX_VALUE for v in values):
+            errors.append({"field": name, "message": f"longer than {MAX_VALUE} characters"})
+            continue
+        if target == "phone":
+            for value in values:
+                try:
+                    normalize_phone(value, region)
+                except InvalidPoint:
+                    errors.append({"field": name, "message": "not a phone number"})
+                    break
+                lead["phones"].append(value)
+        elif target == "email":
+            for value in values:
+                try:
+                    normalize_email(value)
+                except InvalidPoint:
+                    errors.append({"field": name, "message": "not an email address"})
+                    break
+                lead["emails"].append(value)
+        elif target == "amount":
+            try:
+                amount = Decimal(values[0].replace(" ", "").replace(",", "."))
+                if not amount.is_finite() or amount < 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                errors.append({"field": name, "message": "not an amount"})
+                continue
+            lead["amount"] = str(amount)
+        elif target in UTM_FIELDS:
+            lead["utm"][target] = values[0][:200]
+        elif target.startswith("custom."):
+            key = target.removeprefix("custom.")
+            lead["custom"][key] = values[0] if len(values) == 1 else values
+        elif target == "message":
+            lead["message"] = "\n".join(values)
+        else:
+            lead[target] = values[0]
+
+    if not lead["phones"] and not lead["emails"] and not errors:
+        errors.append({"field": "phone", "message": "give a phone number or an email address"})
+
+    for name in UTM_FIELDS:  # UTM tags in the form's action URL count too
+        if name not in lead["utm"] and query.get(name):
+            lead["utm"][name] = query[name][:200]
+    if form.source and not lead.get("source"):
+        lead["source"] = form.source
+    if form.segment and not lead.get("segment"):
+        lead["segment"] = form.segment
+    if form.title:
+        values = _Blank({k: str(v) for k, v in lead.items() if isinstance(v, str)})
+        values["phone"] = lead["phones"][0] if lead["phones"] else ""
+        values["email"] = lead["emails"][0] if lead["emails"] else ""
+        values["form"] = form.name or ""
+        lead["title"] = form.title.format_map(values).strip()[:300]
+    if form.pipeline:
+        lead["pipeline"] = form.pipeline
+    if form.stage:
+        lead["stage"] = form.stage
+    return lead, errors

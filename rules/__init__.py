@@ -1,0 +1,1 @@
+"""The rules engine and built-in policies: assignment, matching, hygiene."""
