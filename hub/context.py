@@ -129,4 +129,4 @@ class Hub:
                 .where(inbox.c.status.in_(["pending", "dead"]))
                 .group_by(inbox.c.status)
             )
-            return dict(rows.tuples())
+            return dict(rows.all())

@@ -205,7 +205,7 @@ class LeadPipeline:
                 contacts_t.c.id.in_(sorted(contact_ids))
             )
         )
-        return dict(rows.tuples().all())
+        return dict(rows.all())
 
     # -- writes ---------------------------------------------------------------------------
 

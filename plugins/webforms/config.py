@@ -25,7 +25,7 @@ class Form(BaseModel):
     # currency, source, segment, utm_*, custom.<key> or ignore. Unlisted fields whose name
     # is a lead field map to it; every field is kept in the deal's history either way.
     fields: dict[str, str] = {}
-    required: list[str] = []
+    required: list[str] = []  # form fields, or lead fields some form field maps to
     pipeline: str | None = None
     stage: str | None = None
     source: str | None = None

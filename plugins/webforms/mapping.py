@@ -26,8 +26,11 @@ def map_fields(
     lead: dict[str, Any] = {"phones": [], "emails": [], "utm": {}, "custom": {}}
 
     for name in form.required:
-        if not any(v.strip() for v in fields.get(name, [])):
-            errors.append({"field": name, "message": "required"})
+        # A required name is a form field or a lead field any form field maps to.
+        sources = [name, *(f for f in {*fields, *form.fields} if form.target(f) == name)]
+        if not any(v.strip() for f in sources for v in fields.get(f, [])):
+            mapped = [f for f, target in form.fields.items() if target == name]
+            errors.append({"field": mapped[0] if len(mapped) == 1 else name, "message": "required"})
 
     for name, values in fields.items():
         target = form.target(name)
