@@ -194,12 +194,12 @@ async def hub_client(
     """A running hub (on each store) with the web-form channel, behind a test client."""
     hub = make_hub(make_settings(store_url))
     client = await aiohttp_client(build_app(hub))
-    yield client
+    return client
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
     """Poll an async ``predicate`` until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = await predicate()
         if result:

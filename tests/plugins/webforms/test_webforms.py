@@ -100,10 +100,11 @@ async def test_new_clients_are_shared_round_robin_between_active_managers(hub_cl
         body = {"fio": f"Клиент {i}", "tel": f"+7 912 000-00-0{i}"}
         lead = await (await hub_client.post("/forms/contact", data=body)).json()
         owners.append(
-            (await wait_for(lambda l=lead: deal_for(hub_client, l["lead_id"])))["owner_id"]
+            (await wait_for(lambda lead=lead: deal_for(hub_client, lead["lead_id"])))["owner_id"]
         )
     assert len(set(owners)) == 2  # anna and dmitry; olga is head of sales
-    assert owners[0] != owners[1] and owners[0] == owners[2]
+    assert owners[0] != owners[1]
+    assert owners[0] == owners[2]
 
 
 async def test_browser_post_is_redirected_or_thanked(hub_client):
@@ -139,7 +140,8 @@ async def test_browser_gets_a_readable_error_page(hub_client):
     )
     assert response.status == 422
     page = await response.text()
-    assert "tel" in page and "not a phone number" in page
+    assert "tel" in page
+    assert "not a phone number" in page
 
 
 @pytest.mark.parametrize(
