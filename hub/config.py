@@ -118,6 +118,7 @@ class StoreSection(Section):
 class IntakeSection(Section):
     dedupe_window: Duration = timedelta(minutes=10)
     batch_size: int = Field(256, ge=1, le=5000)
+    batch_linger: Duration = timedelta(milliseconds=50)
     group_commit_max: int = Field(1000, ge=1)
     max_attempts: int = Field(8, ge=1)
     retry_base: Duration = timedelta(seconds=5)

@@ -90,7 +90,7 @@ class Hub:
                 )
                 self.workers.append(worker)
                 self._worker_tasks.append(
-                    asyncio.create_task(worker.run(self.intake.new_events), name=worker.name)
+                    asyncio.create_task(worker.run(self.intake), name=worker.name)
                 )
         await self.plugins.start(self, self._plugin_extra_tasks)
         self.ready = True

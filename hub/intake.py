@@ -30,7 +30,7 @@ from hub.lead import Lead
 from hub.leads import LeadPipeline, LeadRejected
 from hub.store import Store
 from hub.store.models import InboxEvent
-from hub.store.ops import dialect_insert
+from hub.store.ops import allocate_ids, dialect_insert
 from hub.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class Intake:
         self.settings = settings
         self.metrics = metrics
         self.new_events = asyncio.Event()
+        self.unclaimed = 0  # events this process stored since a worker last claimed
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -159,6 +160,8 @@ class Intake:
                 for item, result in zip(group, results, strict=True):
                     if not item.future.done():
                         item.future.set_result(result)
+                    if not result.duplicate and result.status == "pending":
+                        self.unclaimed += 1
                     if result.duplicate:
                         self.metrics.duplicates.labels(item.channel).inc()
                     else:
@@ -166,6 +169,36 @@ class Intake:
                 self.new_events.set()
             if self._closed and not self._queue:
                 return
+
+    async def wait_for_work(self, batch: int, linger: float, poll: float) -> None:
+        """Return when a worker has something worth a transaction.
+
+        That is ``batch`` new events, or ``linger`` seconds after the first new
+        one (so a lone lead waits at most that long), or ``poll`` seconds with
+        nothing new (retries may have come due). Gathering a batch matters on
+        SQLite, where every write shares one connection: a worker taking it for
+        each lead would starve the intake's own commits.
+        """
+        loop = asyncio.get_running_loop()
+        if self.unclaimed == 0:
+            self.new_events.clear()
+            try:
+                await asyncio.wait_for(self.new_events.wait(), poll)
+            except TimeoutError:
+                return
+        deadline = loop.time() + linger
+        while self.unclaimed < batch and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self.new_events.clear()
+            try:
+                await asyncio.wait_for(self.new_events.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def claimed(self, n: int) -> None:
+        self.unclaimed = max(0, self.unclaimed - n)
 
     async def _write(self, group: Sequence[_Item]) -> list[Accepted]:
         async with self.store.write() as conn:
@@ -201,20 +234,17 @@ class Intake:
                     }
                 )
         if rows:
-            stmt = (
-                dialect_insert(conn, inbox)
-                .on_conflict_do_nothing(index_elements=["channel", "idem_key"])
-                .returning(inbox.c.id, inbox.c.channel, inbox.c.idem_key)
+            for row, event_id in zip(rows, await allocate_ids(conn, inbox, len(rows)), strict=True):
+                row["id"] = event_id
+            stmt = dialect_insert(conn, inbox).on_conflict_do_nothing(
+                index_elements=["channel", "idem_key"]
             )
-            inserted = {(r.channel, r.idem_key): r.id for r in await conn.execute(stmt, rows)}
-            lost = set(fresh) - set(inserted)
-            if lost:  # another hub process stored the same key a moment ago
-                existing.update(await _existing(conn, lost))
-            for key, index in fresh.items():
-                if key in inserted:
-                    results[index] = Accepted(inserted[key], False, group[index].status)
-                else:
-                    results[index] = Accepted(existing[key][0], True, existing[key][1])
+            await conn.execute(stmt, rows)
+            # A key another hub process stored a moment earlier keeps that process's row.
+            stored = await _existing(conn, set(fresh))
+            for row, (key, index) in zip(rows, fresh.items(), strict=True):
+                event_id, status, _ = stored[key]
+                results[index] = Accepted(event_id, event_id != row["id"], status)
         for index, item in enumerate(group):
             if results[index] is None:  # a repeat of an event earlier in this group
                 first = results[fresh[(item.channel, item.key)]]
@@ -275,9 +305,11 @@ class Worker:
     def stop(self) -> None:
         self._stopping = True
 
-    async def run(self, wake: asyncio.Event) -> None:
-        """Process batches until :meth:`stop`; an idle worker waits for ``wake`` or a poll."""
+    async def run(self, intake: Intake) -> None:
+        """Process batches until :meth:`stop`, waiting for the intake between them."""
         poll = self.settings.poll_interval.total_seconds()
+        linger = self.settings.batch_linger.total_seconds()
+        batch = self.settings.batch_size
         while not self._stopping:
             try:
                 done = await self.run_once()
@@ -285,10 +317,9 @@ class Worker:
                 log.exception("worker_batch_failed", worker=self.name)
                 done = 0
                 await asyncio.sleep(poll)
-            if done == 0 and not self._stopping:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=poll)
+            intake.claimed(done)
+            if done < batch and not self._stopping:
+                await intake.wait_for_work(batch, linger, poll)
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns the number of events handled."""
@@ -375,10 +406,19 @@ class Worker:
         if failures:
             await self._fail(conn, failures)
         by_id = {event.id: event for event in claimed}
-        for plan in plans:
+        for plan, result in zip(plans, results, strict=True):
             event = by_id[plan.inbox_id]
             self.metrics.processed.labels(event.channel).inc()
             self.metrics.latency.observe((now - event.received_at).total_seconds())
+            log.debug("lead_processed", event_id=event.id, **result)
+        if plans:
+            log.info(
+                "batch_processed",
+                worker=self.name,
+                events=len(plans),
+                failed=len(failures),
+                first_event_id=claimed[0].id,
+            )
 
     async def _fail(
         self, conn: AsyncConnection, failures: list[tuple[_Claimed, BaseException]]

@@ -27,7 +27,7 @@ from hub.store.models import (
     StageChange,
     Task,
 )
-from hub.store.ops import Catalog, PipelineInfo, StageInfo
+from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
 from rules.assignment import Assigner
 
 DEFAULT_CONTACT_WITHIN = timedelta(days=1)
@@ -229,11 +229,10 @@ class LeadPipeline:
             }
             for c in new_contacts
         ]
-        result = await conn.execute(
-            insert(contacts_t).returning(contacts_t.c.id, sort_by_parameter_order=True), rows
-        )
-        for contact, contact_id in zip(new_contacts, result.scalars().all(), strict=True):
-            contact.id = contact_id
+        ids = await allocate_ids(conn, contacts_t, len(rows))
+        for contact, row, contact_id in zip(new_contacts, rows, ids, strict=True):
+            contact.id = row["id"] = contact_id
+        await conn.execute(insert(contacts_t), rows)
 
     @staticmethod
     async def _insert_points(
@@ -305,10 +304,10 @@ class LeadPipeline:
                     **utm,
                 }
             )
-        result = await conn.execute(
-            insert(deals_t).returning(deals_t.c.id, sort_by_parameter_order=True), deal_rows
-        )
-        deal_ids = result.scalars().all()
+        deal_ids = await allocate_ids(conn, deals_t, len(deal_rows))
+        for row, deal_id in zip(deal_rows, deal_ids, strict=True):
+            row["id"] = deal_id
+        await conn.execute(insert(deals_t), deal_rows)
 
         await conn.execute(
             insert(history_t),
@@ -323,8 +322,10 @@ class LeadPipeline:
                 for plan, deal_id in zip(plans, deal_ids, strict=True)
             ],
         )
+        task_ids = await allocate_ids(conn, tasks_t, len(plans))
         task_rows = [
             {
+                "id": task_id,
                 "title": plan.pipeline.first_task,
                 "kind": "call",
                 "deal_id": deal_id,
@@ -335,12 +336,9 @@ class LeadPipeline:
                 "result": None,
                 "created_at": now,
             }
-            for plan, deal_id in zip(plans, deal_ids, strict=True)
+            for plan, deal_id, task_id in zip(plans, deal_ids, task_ids, strict=True)
         ]
-        result = await conn.execute(
-            insert(tasks_t).returning(tasks_t.c.id, sort_by_parameter_order=True), task_rows
-        )
-        task_ids = result.scalars().all()
+        await conn.execute(insert(tasks_t), task_rows)
 
         activity_rows = []
         event_rows = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,6 +42,28 @@ async def upsert(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
     await conn.execute(stmt, list(rows))
+
+
+async def allocate_ids(conn: AsyncConnection, table: Table, n: int) -> list[int]:
+    """Reserve ``n`` primary keys of ``table`` so rows can be bulk-inserted with their ids.
+
+    Bulk ``INSERT ... RETURNING`` in parameter order runs row by row on SQLite,
+    which is most of the cost of a batch. On SQLite the caller holds the write
+    lock (``BEGIN IMMEDIATE``), so ``max(id)`` is safe; on PostgreSQL ids come
+    from the table's sequence, safe across processes.
+    """
+    if n <= 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        rows = await conn.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+            ),
+            {"table": table.name, "n": n},
+        )
+        return sorted(rows.scalars().all())
+    top = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
+    return list(range(top + 1, top + 1 + n))
 
 
 async def bump_counter(conn: AsyncConnection, name: str, by: int) -> int:

@@ -12,6 +12,7 @@ import hmac
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
@@ -191,7 +192,7 @@ class WebForms:
                 retry_after=5,
                 cors=cors,
             )
-        log.info("webform_accepted", lead_id=accepted.id, duplicate=accepted.duplicate, spam=spam)
+        log.debug("webform_accepted", lead_id=accepted.id, duplicate=accepted.duplicate, spam=spam)
         if browser:
             if form.thank_you_url:
                 raise web.HTTPSeeOther(form.thank_you_url, headers=cors)
@@ -199,9 +200,10 @@ class WebForms:
             return web.Response(
                 status=200, text=page, content_type="text/html", charset="utf-8", headers=cors
             )
-        return web.json_response(
-            {"lead_id": accepted.id, "duplicate": accepted.duplicate},
+        return web.Response(
+            body=orjson.dumps({"lead_id": accepted.id, "duplicate": accepted.duplicate}),
             status=202,
+            content_type="application/json",
             headers=cors,
         )
 
