@@ -11,7 +11,6 @@ backoff and, after ``intake.max_attempts``, kept as dead for ``hub inbox replay`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
 import time
