@@ -1,0 +1,186 @@
+"""Durable intake and the worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from hub.context import Hub
+from hub.hookspecs import hookimpl
+from hub.intake import idempotency_keys, replay
+from hub.lead import Lead
+from hub.store.models import Deal, InboxEvent
+from tests.conftest import make_hub, make_settings, wait_for
+
+
+class Flaky:
+    """A channel whose parser fails while ``broken`` is set, like a plugin with a bug."""
+
+    broken = True
+
+    @hookimpl
+    def hub_parse_lead(self, channel: str, payload: dict[str, Any]) -> Lead | None:
+        if channel != "flaky":
+            return None
+        if payload.get("poison") and Flaky.broken:
+            raise ValueError("cannot read this payload")
+        return Lead(channel="flaky", name=payload["name"], phones=[payload["phone"]])
+
+
+async def started(url: str, **overrides: Any) -> Hub:
+    Flaky.broken = True
+    hub = make_hub(make_settings(url, **overrides), extra={"flaky": Flaky})
+    await hub.start()
+    return hub
+
+
+async def statuses(hub: Hub) -> dict[int, tuple[str, int, str | None]]:
+    async with hub.store.read() as conn:
+        rows = await conn.execute(
+            select(InboxEvent.id, InboxEvent.status, InboxEvent.attempts, InboxEvent.last_error)
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+async def deals_by_event(hub: Hub) -> dict[int, int]:
+    async with hub.store.read() as conn:
+        rows = await conn.execute(select(Deal.inbox_id, func.count()).group_by(Deal.inbox_id))
+        return dict(rows.all())
+
+
+async def test_a_failing_event_is_retried_then_dead_then_replayed(store_url):
+    hub = await started(store_url, plugins={"webforms": {}, "flaky": {}})
+    try:
+        bad = await hub.intake.accept(
+            "flaky", {"name": "Ошибка", "phone": "+79120000001", "poison": True}
+        )
+        good = await hub.intake.accept("flaky", {"name": "Норма", "phone": "+79120000002"})
+
+        async def dead() -> bool:
+            return (await statuses(hub))[bad.id][0] == "dead"
+
+        await wait_for(dead)
+        state = await statuses(hub)
+        assert state[bad.id][1] == 3  # intake.max_attempts in the test settings
+        assert "cannot read this payload" in state[bad.id][2]
+        assert state[good.id][0] == "done"  # the bad one held nobody up
+        assert await deals_by_event(hub) == {good.id: 1}
+
+        Flaky.broken = False  # the plugin is fixed and the event replayed
+        assert await replay(hub.store, [bad.id, good.id]) == [bad.id]
+        hub.intake.new_events.set()
+
+        async def done() -> bool:
+            return (await statuses(hub))[bad.id][0] == "done"
+
+        await wait_for(done)
+        assert await deals_by_event(hub) == {good.id: 1, bad.id: 1}
+    finally:
+        await hub.stop()
+
+
+async def test_events_of_a_disabled_channel_wait_as_failures_not_losses(store_url):
+    hub = await started(store_url)  # "flaky" is installed but not enabled
+    try:
+        event = await hub.intake.accept("flaky", {"name": "Никто", "phone": "+79120000003"})
+
+        async def failed() -> bool:
+            return (await statuses(hub))[event.id][1] >= 1
+
+        await wait_for(failed)
+        status, _, error = (await statuses(hub))[event.id]
+        assert status in ("pending", "dead")
+        assert "no enabled plugin parses channel 'flaky'" in error
+    finally:
+        await hub.stop()
+
+
+async def test_concurrent_accepts_are_committed_in_groups_with_distinct_ids(store_url):
+    hub = make_hub(make_settings(store_url), start_workers=False)
+    await hub.start()
+    try:
+        results = await asyncio.gather(
+            *(hub.intake.accept("webforms", {"form": "contact", "n": i}) for i in range(500))
+        )
+        assert len({r.id for r in results}) == 500
+        assert not any(r.duplicate for r in results)
+        groups = hub.metrics.group_commit.collect()[0].samples
+        commits = next(s.value for s in groups if s.name.endswith("_count"))
+        assert commits < 100  # 500 events in far fewer commits than events
+        assert len(await statuses(hub)) == 500
+    finally:
+        await hub.stop()
+
+
+async def test_repeats_inside_one_group_and_across_groups_get_the_first_id(store_url):
+    hub = make_hub(make_settings(store_url), start_workers=False)
+    await hub.start()
+    try:
+        same = [hub.intake.accept("webforms", {"form": "contact", "x": 1}) for _ in range(5)]
+        results = await asyncio.gather(*same)
+        assert len({r.id for r in results}) == 1
+        assert sum(not r.duplicate for r in results) == 1
+        later = await hub.intake.accept("webforms", {"form": "contact", "x": 1})
+        assert later.id == results[0].id
+        assert later.duplicate
+    finally:
+        await hub.stop()
+
+
+async def test_two_workers_share_the_queue_without_processing_anything_twice(store_url):
+    hub = await started(
+        store_url, plugins={"webforms": {}, "flaky": {}}, intake={"batch_size": 16, "workers": 2}
+    )
+    try:
+        events = await asyncio.gather(
+            *(
+                hub.intake.accept("flaky", {"name": f"Клиент {i}", "phone": f"+7912555{i:04d}"})
+                for i in range(400)
+            )
+        )
+
+        async def all_done() -> bool:
+            return all(s[0] == "done" for s in (await statuses(hub)).values())
+
+        await wait_for(all_done, within=30)
+        per_event = await deals_by_event(hub)
+        assert set(per_event) == {e.id for e in events}
+        assert set(per_event.values()) == {1}
+    finally:
+        await hub.stop()
+
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=10)
+
+
+@given(
+    content=st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=4),
+    gap=st.integers(min_value=0, max_value=int(WINDOW.total_seconds())),
+)
+def test_same_content_within_the_window_always_meets_an_earlier_key(content, gap):
+    first, _ = idempotency_keys(external_id=None, fingerprint=content, now=NOW, window=WINDOW)
+    key, previous = idempotency_keys(
+        external_id=None, fingerprint=content, now=NOW + timedelta(seconds=gap), window=WINDOW
+    )
+    assert first in (key, previous)
+
+
+def test_same_content_a_day_later_is_a_new_request():
+    first, _ = idempotency_keys(external_id=None, fingerprint={"a": 1}, now=NOW, window=WINDOW)
+    key, previous = idempotency_keys(
+        external_id=None, fingerprint={"a": 1}, now=NOW + timedelta(days=1), window=WINDOW
+    )
+    assert first not in (key, previous)
+
+
+def test_channel_ids_are_keys_for_ever_and_long_ones_are_hashed():
+    key, previous = idempotency_keys(external_id="msg-1", fingerprint=None, now=NOW, window=WINDOW)
+    assert (key, previous) == ("id:msg-1", None)
+    long_key, _ = idempotency_keys(external_id="x" * 500, fingerprint=None, now=NOW, window=WINDOW)
+    assert len(long_key) < 100
