@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
@@ -64,7 +64,7 @@ class Listener:
         model_config = {"extra": "forbid"}
         channel: str = "telegram"
 
-    seen: list[tuple[int, str]] = []
+    seen: ClassVar[list[tuple[int, str]]] = []
     failed_once = False
 
     def __init__(self, config: Config) -> None:
