@@ -35,7 +35,6 @@ from hub.store.models import (
 from hub.store.types import utcnow
 
 HUB_KEY = web.AppKey("hub", Hub)
-PRINCIPAL = "principal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,9 @@ class Principal:
     name: str
     role: str
     user_email: str | None
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _default(value: Any) -> Any:

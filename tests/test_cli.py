@@ -1,0 +1,110 @@
+"""The `hub` command reads the daemon's store through the same config."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hub.cli import main
+from hub.config import load_settings
+from hub.context import Hub
+from hub.store.models import InboxEvent
+from tests.conftest import ROOT, wait_for
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    text = (ROOT / "config.example.toml").read_text()
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def seed(config: Path) -> None:
+    """Run a hub on the config and let it take one good lead and one it cannot place."""
+
+    async def go() -> None:
+        hub = Hub(load_settings(config))
+        await hub.start()
+        await hub.intake.accept(
+            "webforms",
+            {
+                "form": "contact",
+                "lead": {
+                    "name": "Иван Петров",
+                    "phones": ["8 (912) 345-67-89"],
+                    "emails": ["Ivan@Example.com"],
+                    "source": "Сайт",
+                },
+            },
+        )
+        await hub.intake.accept(
+            "webforms", {"form": "contact", "lead": {"name": "Ошибка", "pipeline": "retail"}}
+        )
+
+        async def settled() -> bool:
+            async with hub.store.read() as conn:
+                from sqlalchemy import select
+
+                rows = (await conn.execute(select(InboxEvent.attempts))).scalars().all()
+            return len(rows) == 2 and min(rows) >= 1
+
+        await wait_for(settled)
+        await hub.stop()
+
+    asyncio.run(go())
+
+
+def test_deals_list_shows_the_deal_with_its_normalized_phone_owner_and_task(config):
+    seed(config)
+    result = CliRunner().invoke(main, ["--config", str(config), "deals", "list"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "Иван Петров" in line)
+    assert "+79123456789" in line
+    assert "anna@example.com" in line
+    assert "Новая сделка" in line
+    assert " 1 " in line  # one open task
+
+
+def test_unplaceable_lead_shows_in_the_inbox_with_its_reason_and_can_be_replayed(config):
+    seed(config)
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "inbox", "list"])
+    assert result.exit_code == 0, result.output
+    assert "unknown pipeline 'retail'" in result.output
+    replay = runner.invoke(main, ["--config", str(config), "inbox", "replay", "1"])
+    assert replay.exit_code == 1  # event 1 was processed: replaying it would double the deal
+    assert "left alone: 1" in replay.output
+
+
+def test_users_list_shows_the_team_and_their_open_deals(config):
+    seed(config)
+    result = CliRunner().invoke(main, ["--config", str(config), "users", "list"])
+    assert result.exit_code == 0, result.output
+    anna = next(line for line in result.output.splitlines() if "anna@example.com" in line)
+    assert anna.split()[-1] == "1"
+
+
+def test_plugins_lists_the_built_in_web_form_channel(config):
+    result = CliRunner().invoke(main, ["--config", str(config), "plugins"])
+    assert result.exit_code == 0, result.output
+    assert "webforms" in result.output
+    assert "built-in" in result.output
+
+
+def test_db_upgrade_reports_the_revision(config):
+    result = CliRunner().invoke(main, ["--config", str(config), "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "revision 0001" in result.output
+    assert (config.parent / "var" / "hub.db").exists()
+
+
+def test_a_broken_config_stops_every_command_with_the_key(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[intake]\nworkers = -1\n")
+    result = CliRunner().invoke(main, ["--config", str(path), "deals", "list"])
+    assert result.exit_code == 2
+    assert "intake.workers" in result.output

@@ -1,0 +1,97 @@
+"""Phones and emails normalized so the same person matches however they typed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "8 912 345-67-89",
+        "+7 (912) 3456789",
+        "9123456789",
+        "8(912)345-67-89",
+        "+79123456789",
+        "7 912 345 67 89",
+        " 8-912-345-67-89 ",
+    ],
+)
+def test_russian_mobile_in_every_local_format_is_one_number(raw):
+    assert normalize_phone(raw, "RU") == "+79123456789"
+
+
+def test_an_extension_is_kept_so_it_does_not_match_the_main_line():
+    assert normalize_phone("+7 495 123-45-67 доб. 123", "RU") == "+74951234567;ext=123"
+    assert normalize_phone("+7 495 123-45-67", "RU") == "+74951234567"
+
+
+@pytest.mark.parametrize("raw", ["101", "12", "abc", "", "+", "8 800"])
+def test_short_internal_numbers_and_junk_are_not_phones(raw):
+    with pytest.raises(InvalidPoint):
+        normalize_phone(raw, "RU")
+
+
+@st.composite
+def formatted_mobile(draw):
+    digits = draw(st.text("0123456789", min_size=7, max_size=7))
+    operator = draw(st.sampled_from(["912", "903", "916", "926", "985"]))
+    national = operator + digits
+    style = draw(
+        st.sampled_from(
+            [
+                "+7 {o} {a}-{b}-{c}",
+                "8 ({o}) {a}-{b}-{c}",
+                "{o}{a}{b}{c}",
+                "+7({o}){a}{b}{c}",
+                "8{o}{a}{b}{c}",
+                "7 {o} {a} {b} {c}",
+            ]
+        )
+    )
+    text = style.format(o=operator, a=digits[:3], b=digits[3:5], c=digits[5:])
+    return text, "+7" + national
+
+
+@given(formatted_mobile())
+def test_any_formatting_of_a_mobile_normalizes_to_its_e164(case):
+    text, e164 = case
+    assert normalize_phone(text, "RU") == e164
+
+
+@given(st.text(max_size=30))
+def test_phone_normalization_never_crashes_and_is_idempotent(text):
+    try:
+        once = normalize_phone(text, "RU")
+    except InvalidPoint:
+        return
+    assert once.startswith("+")
+    assert normalize_phone(once.split(";")[0], "RU") == once.split(";")[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Ivan@Example.com", "ivan@example.com"), ("  SALES@Romashka.RU ", "sales@romashka.ru")],
+)
+def test_emails_are_lower_cased(raw, expected):
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["ivan", "ivan@", "@example.com", "ivan@@example.com", "a b@c.d"])
+def test_malformed_emails_are_refused(raw):
+    with pytest.raises(InvalidPoint):
+        normalize_email(raw)
+
+
+@given(st.emails())
+def test_any_valid_email_normalizes_idempotently(email):
+    try:
+        once = normalize_email(email)
+    except InvalidPoint:
+        return  # hypothesis emails include forms email-validator rejects (e.g. special TLDs)
+    assert normalize_email(once) == once
+    assert once == once.lower()
