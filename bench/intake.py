@@ -202,7 +202,7 @@ async def processed_rate(url: str, leads: int) -> float:
                     )
                 )
             await asyncio.gather(*batch)
-        pipeline = LeadPipeline(hub.catalog, "RU", hub.reserve)
+        pipeline = LeadPipeline(hub.catalog, settings, hub.reserve)
         worker = Worker(hub.store, settings.intake, pipeline, hub.parse_lead, hub.metrics)
         started = time.perf_counter()
         done = 0

@@ -173,10 +173,21 @@ class Stage(Section):
     required_fields: list[str] = []
 
 
+class RepeatInquiry(Section):
+    """What a request from a known client becomes in this pipeline."""
+
+    # The contact's last deal here closed (won or lost) within this long: reopen it, or open anew.
+    recent_within: Duration = timedelta(days=30)
+    on_recent_closed: Literal["reopen", "new"] = "new"
+    # The task the owner gets when a request is added to their open deal.
+    task: str = "Repeat request from the client"
+
+
 class Pipeline(Section):
     name: str
     default: bool = False
     first_task: str = "Call the client"
+    repeat: RepeatInquiry = RepeatInquiry()
     stages: list[Stage]
 
     @model_validator(mode="after")
@@ -186,6 +197,55 @@ class Pipeline(Section):
             raise ValueError("stage keys must be unique within a pipeline")
         if not any(s.kind == "open" for s in self.stages):
             raise ValueError("a pipeline needs at least one open stage")
+        return self
+
+
+class MatchingSection(Section):
+    """How an incoming lead is matched to a known contact."""
+
+    # At or above `join` the lead joins the contact; from `review` up to `join` it gets a new
+    # contact flagged as a possible duplicate; below `review`, a new contact.
+    join: float = Field(0.9, gt=0, le=1)
+    review: float = Field(0.6, gt=0, le=1)
+    # Mailboxes and points that several people share count only as weak evidence.
+    generic_mailboxes: list[str] = [
+        "info",
+        "sales",
+        "office",
+        "mail",
+        "admin",
+        "support",
+        "hello",
+        "contact",
+        "contacts",
+        "zakaz",
+        "order",
+        "orders",
+        "buh",
+        "secretary",
+        "reception",
+        "priem",
+        "noreply",
+    ]
+    shared_after: int = Field(2, ge=2)  # a phone or email already on this many contacts is shared
+    shared_phones: list[str] = []  # known office lines, any format
+    # Providers that ignore dots and/or "+tag" in the local part, so those are one mailbox.
+    dotless_domains: list[str] = ["gmail.com", "googlemail.com"]
+    plus_tag_domains: list[str] = [
+        "gmail.com",
+        "googlemail.com",
+        "yandex.ru",
+        "ya.ru",
+        "outlook.com",
+        "hotmail.com",
+        "icloud.com",
+        "fastmail.com",
+    ]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MatchingSection:
+        if self.review >= self.join:
+            raise ValueError("review must be below join")
         return self
 
 
@@ -226,6 +286,7 @@ class Settings(BaseSettings):
     users: list[User] = []
     pipelines: dict[str, Pipeline] = Field(default_factory=_default_pipelines)
     catalog: CatalogSection = CatalogSection()
+    matching: MatchingSection = MatchingSection()
     plugins: dict[str, dict[str, Any]] = {}
 
     # Where the file was read from; relative paths in it are resolved against its folder.

@@ -75,7 +75,12 @@ class Hub:
         async with self.store.write() as conn:
             self.catalog = await sync_config(conn, self.settings)
         await self.intake.start()
-        pipeline = LeadPipeline(self.catalog, self.settings.hub.default_region, self.reserve)
+        matchers = [
+            matcher
+            for found in self.plugins.pm.hook.hub_matchers(hub=self)
+            for matcher in (found or [])
+        ]
+        pipeline = LeadPipeline(self.catalog, self.settings, self.reserve, matchers)
         count = self.settings.intake.workers if not self.store.is_sqlite else 1
         if self.start_workers:
             for index in range(count):

@@ -96,3 +96,14 @@ def hub_domain_event(event: dict[str, Any], hub: Hub) -> Awaitable[None] | None:
     host keeps a cursor per plugin and calls again, with backoff, an event whose
     handler raised. Make the handler idempotent by ``event["id"]``.
     """
+
+
+@hookspec
+def hub_matchers(hub: Hub) -> list[Any] | None:
+    """Return extra matchers for deciding whether a lead is a known contact.
+
+    A matcher has a ``name`` and ``evidence(lead, candidate)`` returning a list of
+    :class:`rules.matching.Evidence` (a weight and a readable reason). Candidates
+    are contacts sharing a phone or email with the lead; the built-in matchers
+    (points, name, company, city) always run. Called once at start-up.
+    """

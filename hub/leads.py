@@ -1,34 +1,60 @@
-"""The lead pipeline: normalize → match → decide → assign → deal, first task, activity.
+"""The lead pipeline: normalize → match → decide → assign → write, over a batch of leads.
 
-It runs over a batch of inbox events inside one transaction and writes with bulk
-statements, one per table, so its cost per lead is a few rows, not a few round
-trips. The decision for each lead is returned and stored on its inbox event.
+It runs inside one transaction and writes each table with one bulk statement,
+so its cost per lead is a few rows, not a few round trips. For every lead it
+records what it decided and why (the inbox event's ``result``):
+
+- ``new_contact``: nobody known; a new contact and deal.
+- ``possible_duplicate``: someone similar is known but not surely the same
+  person; a new contact and deal, and the pair is queued for review.
+- ``new_deal_for_contact``: a known contact with no open or recent deal here;
+  a new deal owned by the contact's owner.
+- ``added_to_open_deal``: the contact has an open deal in this pipeline; the
+  request is added to it as an activity, its owner gets a task, no new deal.
+- ``reopened_deal``: the contact's deal here closed recently and the pipeline
+  says reopen; it goes back to the first stage.
+
+No lead is dropped for being a duplicate. Two leads of one new person in the
+same batch, or in two processes at once, make one contact and one deal: the
+batch matches against itself, and on PostgreSQL each point is locked
+(``pg_advisory_xact_lock``) before it is looked up.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.config import MatchingSection, Settings
 from hub.lead import UTM_FIELDS, Lead
-from hub.normalize import InvalidPoint, Point, email_point, phone_point
+from hub.normalize import (
+    InvalidPoint,
+    Point,
+    canonical_email,
+    email_point,
+    normalize_phone,
+    phone_point,
+)
 from hub.store.models import (
     Activity,
     Contact,
     ContactPoint,
     Deal,
     DomainEvent,
+    DuplicateCandidate,
     StageChange,
     Task,
 )
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
 from rules.assignment import Assigner
+from rules.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
 
 DEFAULT_CONTACT_WITHIN = timedelta(days=1)
 
@@ -39,6 +65,7 @@ history_t = StageChange.__table__
 tasks_t = Task.__table__
 activities_t = Activity.__table__
 events_t = DomainEvent.__table__
+duplicates_t = DuplicateCandidate.__table__
 
 
 class LeadRejected(ValueError):
@@ -54,20 +81,41 @@ class _Plan:
     points: list[Point]
     invalid: list[str]
     received_at: datetime
-    contact_id: int | None = None
-    new_contact: int | None = None  # index into the batch's new contacts
+    contact: _Contact | None = None
+    match: Score | None = None
+    review: tuple[_Contact, Score] | None = None
+    decision: str = "new_contact"
+    action: str = "new_deal"  # new_deal | attach | reopen
+    deal: _Deal | None = None
     owner_id: int | None = None
     rule: str = "unassigned"
-    decision: str = "new_contact"
     new_points: list[Point] = field(default_factory=list)
+    task_id: int | None = None
+    reopened_from: int | None = None
 
 
-@dataclass(slots=True)
-class _NewContact:
-    lead: Lead
-    points: list[Point]
-    owner_id: int | None = None
-    id: int | None = None
+@dataclass(slots=True, eq=False)
+class _Contact:
+    """A contact known to the store (``id`` set) or created by this batch."""
+
+    id: int | None
+    name: str | None
+    company: str | None
+    city: str | None
+    owner_id: int | None
+    points: set[tuple[str, str]]
+    lead: Lead | None = None  # set for a contact this batch creates
+
+
+@dataclass(slots=True, eq=False)
+class _Deal:
+    id: int | None
+    pipeline_id: int
+    stage_id: int
+    status: str
+    owner_id: int | None
+    closed_at: datetime | None
+    created_by: _Plan | None = None  # the plan in this batch that creates it
 
 
 def deal_title(lead: Lead) -> str:
@@ -78,16 +126,37 @@ def deal_title(lead: Lead) -> str:
     return who[:300]
 
 
+def lock_key(kind: str, normalized: str) -> int:
+    return int.from_bytes(
+        hashlib.sha1(f"{kind}:{normalized}".encode()).digest()[:8], "big", signed=True
+    )
+
+
 class LeadPipeline:
     def __init__(
         self,
         catalog: Catalog,
-        region: str,
+        settings: Settings,
         reserve: Callable[[AsyncConnection, str, int], Awaitable[int]],
+        matchers: Sequence[Matcher] = (),
     ) -> None:
         self.catalog = catalog
-        self.region = region
+        self.settings = settings
+        self.region = settings.hub.default_region
+        self.matching: MatchingSection = settings.matching
         self.reserve = reserve
+        self.matchers: list[Matcher] = [*BUILTIN, *matchers]
+        self._dotless = frozenset(d.lower() for d in self.matching.dotless_domains)
+        self._plus = frozenset(d.lower() for d in self.matching.plus_tag_domains)
+        self._generic = {m.lower() for m in self.matching.generic_mailboxes}
+        self._shared_phones = set()
+        for raw in self.matching.shared_phones:
+            try:
+                self._shared_phones.add(normalize_phone(raw, self.region))
+            except InvalidPoint:
+                continue
+
+    # -- one lead -------------------------------------------------------------------------
 
     def plan(self, inbox_id: int, lead: Lead, received_at: datetime) -> _Plan:
         """Normalize and place one lead; raises :class:`LeadRejected` for a lead it cannot place."""
@@ -110,182 +179,360 @@ class LeadPipeline:
                 invalid.append(raw)
         for raw in lead.emails:
             try:
-                points.append(email_point(raw))
+                point = email_point(raw)
             except InvalidPoint:
                 invalid.append(raw)
+                continue
+            canonical = canonical_email(point.normalized, self._dotless, self._plus)
+            points.append(Point("email", point.value, canonical))
         unique = list({(p.kind, p.normalized): p for p in points}.values())
         return _Plan(inbox_id, lead, pipeline, stage, unique, invalid, received_at)
 
+    def _is_generic(self, key: tuple[str, str]) -> bool:
+        kind, normalized = key
+        if kind == "email":
+            return normalized.split("@", 1)[0] in self._generic
+        return normalized in self._shared_phones
+
+    # -- the batch ------------------------------------------------------------------------
+
     async def run(self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime) -> list[dict]:
-        """Write the deals for ``plans`` in ``conn``'s transaction; returns one result per plan."""
-        known = await self._known_points(conn, plans)
-        owners = await self._owners(conn, {cid for cid, _ in known.values()})
-        new_contacts: list[_NewContact] = []
-        pending: dict[tuple[str, str], int] = {}  # point → new contact index, within the batch
+        """Write what ``plans`` become in ``conn``'s transaction; one result per plan."""
+        keys = sorted({(p.kind, p.normalized) for plan in plans for p in plan.points})
+        if conn.dialect.name == "postgresql" and keys:
+            await self._lock(conn, keys)
+        holders = await self._holders(conn, keys)
+        contacts = await self._contacts(conn, {cid for ids in holders.values() for cid in ids})
+        deals = await self._deals(conn, contacts)
+        batch_holders: dict[tuple[str, str], list[_Contact]] = {}
+        reviews: list[_Plan] = []
 
         for plan in plans:
-            keys = [(p.kind, p.normalized) for p in plan.points]
-            matched = sorted({known[k][0] for k in keys if k in known})
-            if matched:
-                plan.contact_id = matched[0]  # the oldest contact holding one of the points
-                plan.decision = "known_contact"
-                have = {k for k, (cid, _) in known.items() if cid == plan.contact_id}
-                plan.new_points = [p for p in plan.points if (p.kind, p.normalized) not in have]
-                for p in plan.new_points:
-                    known[(p.kind, p.normalized)] = (plan.contact_id, p.value)
-                continue
-            index = next((pending[k] for k in keys if k in pending), None)
-            if index is None:
-                index = len(new_contacts)
-                new_contacts.append(_NewContact(plan.lead, list(plan.points)))
-                plan.decision = "new_contact"
-            else:
-                plan.decision = "same_batch_contact"
-                existing = {(p.kind, p.normalized) for p in new_contacts[index].points}
-                new_contacts[index].points += [
-                    p for p in plan.points if (p.kind, p.normalized) not in existing
-                ]
-            plan.new_contact = index
-            for k in keys:
-                pending.setdefault(k, index)
+            self._match(plan, holders, contacts, batch_holders)
+            if plan.review is not None:
+                reviews.append(plan)
+            contact = plan.contact
+            assert contact is not None
+            for point in plan.points:
+                key = (point.kind, point.normalized)
+                if key not in contact.points:
+                    contact.points.add(key)
+                    if contact.id is not None:  # a known contact gets the new phone or email
+                        plan.new_points.append(point)
+                holders_here = batch_holders.setdefault(key, [])
+                if contact not in holders_here:
+                    holders_here.append(contact)
+            self._decide(plan, deals.setdefault(contact, []), now)
 
-        contact_owners = [
-            owners.get(p.contact_id) if p.contact_id is not None else None for p in plans
-        ]
-        assigner = await Assigner.for_batch(conn, contact_owners, partial(self.reserve, conn))
-        for plan, contact_owner in zip(plans, contact_owners, strict=True):
-            if plan.new_contact is not None and new_contacts[plan.new_contact].owner_id:
-                plan.owner_id = new_contacts[plan.new_contact].owner_id
-                plan.rule = "contact_owner"
-                continue
-            assignment = assigner.assign(contact_owner)
-            plan.owner_id, plan.rule = assignment.owner_id, assignment.rule
-            if plan.new_contact is not None:
-                new_contacts[plan.new_contact].owner_id = assignment.owner_id
-
+        owner_changes = await self._assign(conn, plans)
+        if owner_changes:
+            await conn.execute(
+                update(contacts_t)
+                .where(contacts_t.c.id == bindparam("contact_id"))
+                .values(owner_id=bindparam("owner"), updated_at=now),
+                [{"contact_id": cid, "owner": owner} for cid, owner in owner_changes.items()],
+            )
+        new_contacts = [c for c in _unique(p.contact for p in plans) if c.id is None]
         await self._insert_contacts(conn, new_contacts, now)
-        for plan in plans:
-            if plan.new_contact is not None:
-                plan.contact_id = new_contacts[plan.new_contact].id
         await self._insert_points(conn, plans, new_contacts, now)
-        return await self._insert_deals(conn, plans, new_contacts, now)
+        await self._reopen(conn, [p for p in plans if p.action == "reopen"], now)
+        await self._insert_deals(conn, [p for p in plans if p.action == "new_deal"], now)
+        await self._insert_tasks(conn, plans, now)
+        await self._insert_duplicates(conn, reviews, now)
+        return await self._insert_history(conn, plans, new_contacts, now)
 
-    # -- reads ----------------------------------------------------------------------------
+    async def _lock(self, conn: AsyncConnection, keys: list[tuple[str, str]]) -> None:
+        # Sorted, so two batches sharing points take their locks in one order and cannot
+        # deadlock; held to the end of the transaction.
+        await conn.execute(
+            text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+            ),
+            {"keys": sorted({lock_key(*key) for key in keys})},
+        )
 
     @staticmethod
-    async def _known_points(
-        conn: AsyncConnection, plans: Sequence[_Plan]
-    ) -> dict[tuple[str, str], tuple[int, str]]:
-        wanted: dict[str, set[str]] = {}
-        for plan in plans:
-            for p in plan.points:
-                wanted.setdefault(p.kind, set()).add(p.normalized)
-        if not wanted:
+    async def _holders(
+        conn: AsyncConnection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[int]]:
+        """Contacts holding each point, oldest first: the only candidates read."""
+        if not keys:
             return {}
-        clauses = [
-            and_(points_t.c.kind == kind, points_t.c.normalized.in_(sorted(values)))
-            for kind, values in wanted.items()
-        ]
+        wanted: dict[str, list[str]] = {}
+        for kind, normalized in keys:
+            wanted.setdefault(kind, []).append(normalized)
         rows = await conn.execute(
-            select(points_t.c.kind, points_t.c.normalized, points_t.c.contact_id, points_t.c.value)
-            .where(or_(*clauses))
+            select(points_t.c.kind, points_t.c.normalized, points_t.c.contact_id)
+            .where(
+                or_(
+                    *(
+                        and_(points_t.c.kind == kind, points_t.c.normalized.in_(values))
+                        for kind, values in wanted.items()
+                    )
+                )
+            )
             .order_by(points_t.c.contact_id)
         )
-        known: dict[tuple[str, str], tuple[int, str]] = {}
-        for kind, normalized, contact_id, value in rows:
-            known.setdefault((kind, normalized), (contact_id, value))
-        return known
+        holders: dict[tuple[str, str], list[int]] = {}
+        for kind, normalized, contact_id in rows:
+            ids = holders.setdefault((kind, normalized), [])
+            if contact_id not in ids:
+                ids.append(contact_id)
+        return holders
 
     @staticmethod
-    async def _owners(conn: AsyncConnection, contact_ids: set[int]) -> dict[int, int | None]:
-        if not contact_ids:
+    async def _contacts(conn: AsyncConnection, ids: set[int]) -> dict[int, _Contact]:
+        if not ids:
             return {}
+        found: dict[int, _Contact] = {}
         rows = await conn.execute(
-            select(contacts_t.c.id, contacts_t.c.owner_id).where(
-                contacts_t.c.id.in_(sorted(contact_ids))
+            select(
+                contacts_t.c.id,
+                contacts_t.c.name,
+                contacts_t.c.city,
+                contacts_t.c.owner_id,
+                contacts_t.c.custom,
+            ).where(contacts_t.c.id.in_(sorted(ids)))
+        )
+        for cid, name, city, owner_id, custom in rows:
+            found[cid] = _Contact(cid, name, (custom or {}).get("company"), city, owner_id, set())
+        points = await conn.execute(
+            select(points_t.c.contact_id, points_t.c.kind, points_t.c.normalized).where(
+                points_t.c.contact_id.in_(sorted(ids))
             )
         )
-        return dict(rows.all())
+        for cid, kind, normalized in points:
+            found[cid].points.add((kind, normalized))
+        return found
+
+    @staticmethod
+    async def _deals(
+        conn: AsyncConnection, contacts: dict[int, _Contact]
+    ) -> dict[_Contact, list[_Deal]]:
+        """Each known contact's deals, newest first."""
+        if not contacts:
+            return {}
+        rows = await conn.execute(
+            select(
+                deals_t.c.id,
+                deals_t.c.contact_id,
+                deals_t.c.pipeline_id,
+                deals_t.c.stage_id,
+                deals_t.c.status,
+                deals_t.c.owner_id,
+                deals_t.c.closed_at,
+            )
+            .where(deals_t.c.contact_id.in_(sorted(contacts)))
+            .order_by(deals_t.c.id.desc())
+        )
+        found: dict[_Contact, list[_Deal]] = {}
+        for deal_id, contact_id, pipeline_id, stage_id, status, owner_id, closed_at in rows:
+            found.setdefault(contacts[contact_id], []).append(
+                _Deal(deal_id, pipeline_id, stage_id, status, owner_id, closed_at)
+            )
+        return found
+
+    def _match(
+        self,
+        plan: _Plan,
+        holders: dict[tuple[str, str], list[int]],
+        contacts: dict[int, _Contact],
+        batch_holders: dict[tuple[str, str], list[_Contact]],
+    ) -> None:
+        lead = plan.lead
+        keys = [(p.kind, p.normalized) for p in plan.points]
+        shared = {
+            k
+            for k in keys
+            if self._is_generic(k)
+            or len(holders.get(k, [])) + len(batch_holders.get(k, [])) >= self.matching.shared_after
+        }
+        incoming = Incoming(lead.name, lead.company, lead.city, plan.points, shared)
+        candidates: list[_Contact] = []
+        for k in keys:
+            for cid in holders.get(k, []):
+                if contacts[cid] not in candidates:
+                    candidates.append(contacts[cid])
+            for contact in batch_holders.get(k, []):
+                if contact not in candidates:
+                    candidates.append(contact)
+        best: tuple[_Contact, Score] | None = None
+        for contact in candidates:
+            candidate = Candidate(
+                contact.id or 0,
+                contact.name,
+                contact.company,
+                contact.city,
+                contact.owner_id,
+                contact.points,
+            )
+            result = score(incoming, candidate, self.matchers)
+            if best is None or result.value > best[1].value:
+                best = (contact, result)
+        if best is not None and best[1].value >= self.matching.join:
+            plan.contact, plan.match = best
+            return
+        if best is not None and best[1].value >= self.matching.review:
+            plan.review = best
+        plan.contact = _Contact(None, lead.name, lead.company, lead.city, None, set(), lead=lead)
+        plan.decision = "possible_duplicate" if plan.review else "new_contact"
+
+    def _decide(self, plan: _Plan, history: list[_Deal], now: datetime) -> None:
+        """Attach to an open deal, reopen a recent one, or open a new one."""
+        contact = plan.contact
+        assert contact is not None
+        here = [d for d in history if d.pipeline_id == plan.pipeline.id]
+        open_deal = next((d for d in here if d.status == "open"), None)
+        if open_deal is not None:
+            plan.action, plan.deal, plan.decision = "attach", open_deal, "added_to_open_deal"
+            return
+        repeat = (
+            self.settings.pipelines[plan.pipeline.key].repeat
+            if (plan.pipeline.key in self.settings.pipelines)
+            else None
+        )
+        closed = next((d for d in here if d.status in ("won", "lost") and d.closed_at), None)
+        if (
+            closed is not None
+            and repeat is not None
+            and repeat.on_recent_closed == "reopen"
+            and now - closed.closed_at <= repeat.recent_within  # type: ignore[operator]
+        ):
+            plan.action, plan.deal, plan.decision = "reopen", closed, "reopened_deal"
+            plan.reopened_from = closed.stage_id
+            closed.status, closed.stage_id = "open", plan.stage.id
+            return
+        if contact.id is not None:
+            plan.decision = "new_deal_for_contact"
+        plan.deal = _Deal(
+            None, plan.pipeline.id, plan.stage.id, "open", None, None, created_by=plan
+        )
+        history.insert(0, plan.deal)
+
+    async def _assign(self, conn: AsyncConnection, plans: Sequence[_Plan]) -> dict[int, int | None]:
+        """Owners for every plan; returns known contacts that get a new owner."""
+        changes: dict[int, int | None] = {}
+        owners = []
+        for plan in plans:
+            if plan.action == "attach" and plan.deal and plan.deal.owner_id:
+                owners.append(plan.deal.owner_id)
+            else:
+                owners.append(plan.contact.owner_id if plan.contact else None)
+        assigner = await Assigner.for_batch(conn, owners, partial(self.reserve, conn))
+        for plan, owner in zip(plans, owners, strict=True):
+            contact = plan.contact
+            assert contact is not None and plan.deal is not None
+            if plan.deal.owner_id is not None and plan.action != "new_deal":
+                assignment = assigner.assign(plan.deal.owner_id)
+            else:
+                assignment = assigner.assign(contact.owner_id if contact.owner_id else owner)
+            plan.owner_id, plan.rule = assignment.owner_id, assignment.rule
+            if contact.owner_id is None or contact.owner_id not in assigner.active:
+                contact.owner_id = assignment.owner_id
+                if contact.id is not None:
+                    changes[contact.id] = assignment.owner_id
+            if plan.action == "new_deal":
+                plan.deal.owner_id = plan.owner_id
+        return changes
 
     # -- writes ---------------------------------------------------------------------------
 
     @staticmethod
     async def _insert_contacts(
-        conn: AsyncConnection, new_contacts: list[_NewContact], now: datetime
+        conn: AsyncConnection, new_contacts: list[_Contact], now: datetime
     ) -> None:
         if not new_contacts:
             return
-        rows = [
-            {
-                "name": c.lead.name,
-                "owner_id": c.owner_id,
-                "city": c.lead.city,
-                "segment": c.lead.segment,
-                "external_id": None,
-                "custom": {"company": c.lead.company} if c.lead.company else {},
-                "created_at": now,
-                "updated_at": now,
-                "company_id": None,
-            }
-            for c in new_contacts
-        ]
-        ids = await allocate_ids(conn, contacts_t, len(rows))
-        for contact, row, contact_id in zip(new_contacts, rows, ids, strict=True):
-            contact.id = row["id"] = contact_id
+        ids = await allocate_ids(conn, contacts_t, len(new_contacts))
+        rows = []
+        for contact, contact_id in zip(new_contacts, ids, strict=True):
+            contact.id = contact_id
+            lead = contact.lead
+            assert lead is not None
+            rows.append(
+                {
+                    "id": contact_id,
+                    "name": lead.name,
+                    "owner_id": contact.owner_id,
+                    "city": lead.city,
+                    "segment": lead.segment,
+                    "external_id": None,
+                    "custom": {"company": lead.company} if lead.company else {},
+                    "created_at": now,
+                    "updated_at": now,
+                    "company_id": None,
+                }
+            )
         await conn.execute(insert(contacts_t), rows)
 
     @staticmethod
     async def _insert_points(
-        conn: AsyncConnection,
-        plans: Sequence[_Plan],
-        new_contacts: list[_NewContact],
-        now: datetime,
+        conn: AsyncConnection, plans: Sequence[_Plan], new_contacts: list[_Contact], now: datetime
     ) -> None:
-        rows = [
-            {
-                "contact_id": c.id,
-                "kind": p.kind,
-                "value": p.value,
-                "normalized": p.normalized,
-                "created_at": now,
-            }
-            for c in new_contacts
-            for p in c.points
-        ]
-        rows += [
-            {
-                "contact_id": plan.contact_id,
-                "kind": p.kind,
-                "value": p.value,
-                "normalized": p.normalized,
-                "created_at": now,
-            }
-            for plan in plans
-            for p in plan.new_points
-        ]
+        rows: list[dict[str, Any]] = []
+        done: set[tuple[int, str, str]] = set()
+        for plan in plans:
+            contact = plan.contact
+            assert contact is not None and contact.id is not None
+            fresh = contact in new_contacts
+            for point in plan.points if fresh else plan.new_points:
+                key = (contact.id, point.kind, point.normalized)
+                if key in done:
+                    continue
+                done.add(key)
+                rows.append(
+                    {
+                        "contact_id": contact.id,
+                        "kind": point.kind,
+                        "value": point.value,
+                        "normalized": point.normalized,
+                        "created_at": now,
+                    }
+                )
         if rows:
             await conn.execute(insert(points_t), rows)
 
-    async def _insert_deals(
-        self,
-        conn: AsyncConnection,
-        plans: Sequence[_Plan],
-        new_contacts: list[_NewContact],
-        now: datetime,
-    ) -> list[dict[str, Any]]:
-        deal_rows = []
-        for plan in plans:
+    async def _reopen(self, conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
+        if not plans:
+            return
+        await conn.execute(
+            update(deals_t)
+            .where(deals_t.c.id == bindparam("deal_id"))
+            .values(
+                status="open",
+                stage_id=bindparam("stage"),
+                stage_entered_at=now,
+                closed_at=None,
+                updated_at=now,
+                owner_id=bindparam("owner"),
+            ),
+            [
+                {"deal_id": p.deal.id, "stage": p.stage.id, "owner": p.owner_id}
+                for p in plans
+                if p.deal is not None
+            ],
+        )
+
+    async def _insert_deals(self, conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
+        if not plans:
+            return
+        ids = await allocate_ids(conn, deals_t, len(plans))
+        rows = []
+        for plan, deal_id in zip(plans, ids, strict=True):
+            assert plan.deal is not None and plan.contact is not None
+            plan.deal.id = deal_id
             lead = plan.lead
-            utm = {name: lead.utm.get(name) for name in UTM_FIELDS}
             custom = dict(lead.custom)
             if lead.company:
                 custom.setdefault("company", lead.company)
-            deal_rows.append(
+            rows.append(
                 {
+                    "id": deal_id,
                     "title": deal_title(lead),
                     "pipeline_id": plan.pipeline.id,
                     "stage_id": plan.stage.id,
-                    "contact_id": plan.contact_id,
+                    "contact_id": plan.contact.id,
                     "company_id": None,
                     "owner_id": plan.owner_id,
                     "amount": lead.amount,
@@ -301,58 +548,97 @@ class LeadPipeline:
                     "updated_at": now,
                     "stage_entered_at": now,
                     "closed_at": None,
-                    **utm,
+                    **{name: lead.utm.get(name) for name in UTM_FIELDS},
                 }
             )
-        deal_ids = await allocate_ids(conn, deals_t, len(deal_rows))
-        for row, deal_id in zip(deal_rows, deal_ids, strict=True):
-            row["id"] = deal_id
-        await conn.execute(insert(deals_t), deal_rows)
+        await conn.execute(insert(deals_t), rows)
 
-        await conn.execute(
-            insert(history_t),
-            [
+    async def _insert_tasks(
+        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
+    ) -> None:
+        ids = await allocate_ids(conn, tasks_t, len(plans))
+        rows = []
+        for plan, task_id in zip(plans, ids, strict=True):
+            assert plan.deal is not None
+            plan.task_id = task_id
+            if plan.action == "attach":
+                stage = self.catalog.stages_by_id.get(plan.deal.stage_id, plan.stage)
+                title = self._repeat_task(plan)
+            else:
+                stage, title = plan.stage, plan.pipeline.first_task
+            rows.append(
                 {
-                    "deal_id": deal_id,
-                    "from_stage_id": None,
-                    "to_stage_id": plan.stage.id,
-                    "user_id": None,
-                    "changed_at": now,
+                    "id": task_id,
+                    "title": title,
+                    "kind": "call",
+                    "deal_id": plan.deal.id,
+                    "contact_id": plan.contact.id if plan.contact else None,
+                    "owner_id": plan.owner_id,
+                    "due_at": now + (stage.contact_within or DEFAULT_CONTACT_WITHIN),
+                    "done_at": None,
+                    "result": None,
+                    "created_at": now,
                 }
-                for plan, deal_id in zip(plans, deal_ids, strict=True)
-            ],
-        )
-        task_ids = await allocate_ids(conn, tasks_t, len(plans))
-        task_rows = [
-            {
-                "id": task_id,
-                "title": plan.pipeline.first_task,
-                "kind": "call",
-                "deal_id": deal_id,
-                "contact_id": plan.contact_id,
-                "owner_id": plan.owner_id,
-                "due_at": now + (plan.stage.contact_within or DEFAULT_CONTACT_WITHIN),
-                "done_at": None,
-                "result": None,
-                "created_at": now,
-            }
-            for plan, deal_id, task_id in zip(plans, deal_ids, task_ids, strict=True)
-        ]
-        await conn.execute(insert(tasks_t), task_rows)
+            )
+        if rows:
+            await conn.execute(insert(tasks_t), rows)
 
-        activity_rows = []
-        event_rows = []
-        results = []
-        created_contacts = {c.id for c in new_contacts}
-        seen_new: set[int] = set()
-        for plan, deal_id, task_id, task in zip(plans, deal_ids, task_ids, task_rows, strict=True):
-            lead = plan.lead
-            activity_rows.append(
+    def _repeat_task(self, plan: _Plan) -> str:
+        configured = self.settings.pipelines.get(plan.pipeline.key)
+        return configured.repeat.task if configured else "Repeat request from the client"
+
+    @staticmethod
+    async def _insert_duplicates(conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
+        rows = []
+        for plan in plans:
+            assert plan.review is not None and plan.contact is not None
+            other, result = plan.review
+            if other.id is None or plan.contact.id is None:
+                continue
+            rows.append(
+                {
+                    "contact_id": plan.contact.id,
+                    "other_id": other.id,
+                    "score": result.value,
+                    "reasons": {"reasons": list(result.reasons)},
+                    "origin": "intake",
+                    "status": "open",
+                    "inbox_id": plan.inbox_id,
+                    "created_at": now,
+                }
+            )
+        if rows:
+            await conn.execute(insert(duplicates_t), rows)
+
+    async def _insert_history(
+        self,
+        conn: AsyncConnection,
+        plans: Sequence[_Plan],
+        new_contacts: list[_Contact],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Stage history, activities, domain events, and each lead's recorded decision."""
+        history, activities, events, results = [], [], [], []
+        announced: set[int] = set()
+        for plan in plans:
+            lead, deal, contact = plan.lead, plan.deal, plan.contact
+            assert deal is not None and contact is not None
+            if plan.action in ("new_deal", "reopen"):
+                history.append(
+                    {
+                        "deal_id": deal.id,
+                        "from_stage_id": plan.reopened_from,
+                        "to_stage_id": plan.stage.id,
+                        "user_id": None,
+                        "changed_at": now,
+                    }
+                )
+            activities.append(
                 {
                     "kind": lead.activity_kind,
                     "direction": "in",
-                    "deal_id": deal_id,
-                    "contact_id": plan.contact_id,
+                    "deal_id": deal.id,
+                    "contact_id": contact.id,
                     "summary": (lead.summary or f"{lead.activity_kind} via {lead.channel}")[:500],
                     "payload": {
                         "submission": lead.submission,
@@ -363,67 +649,93 @@ class LeadPipeline:
                     "occurred_at": plan.received_at,
                 }
             )
-            decision = {
+            result: dict[str, Any] = {
                 "decision": plan.decision,
-                "contact_id": plan.contact_id,
-                "deal_id": deal_id,
-                "task_id": task_id,
+                "contact_id": contact.id,
+                "deal_id": deal.id,
+                "task_id": plan.task_id,
                 "owner_id": plan.owner_id,
                 "assigned_by": plan.rule,
             }
-            results.append(decision)
+            if plan.match is not None:
+                result["match"] = plan.match.describe()
+            if plan.review is not None:
+                result["possible_duplicate_of"] = plan.review[0].id
+                result["match"] = plan.review[1].describe()
+            results.append(result)
             common = {"occurred_at": now}
-            event_rows.append(
+            events.append(
                 {
                     "type": "lead.received",
                     "subject": "lead",
                     "subject_id": plan.inbox_id,
-                    "payload": {"channel": lead.channel, **decision},
+                    "payload": {"channel": lead.channel, **result},
                     **common,
                 }
             )
-            if plan.contact_id in created_contacts and plan.contact_id not in seen_new:
-                seen_new.add(plan.contact_id)
-                event_rows.append(
+            if contact in new_contacts and contact.id not in announced:
+                announced.add(contact.id)  # type: ignore[arg-type]
+                events.append(
                     {
                         "type": "contact.created",
                         "subject": "contact",
-                        "subject_id": plan.contact_id,
-                        "payload": {"name": lead.name, "owner_id": plan.owner_id},
+                        "subject_id": contact.id,
+                        "payload": {"name": contact.name, "owner_id": contact.owner_id},
                         **common,
                     }
                 )
-            event_rows.append(
+            deal_event = {
+                "new_deal": "deal.created",
+                "attach": "deal.repeat_inquiry",
+                "reopen": "deal.reopened",
+            }[plan.action]
+            events.append(
                 {
-                    "type": "deal.created",
+                    "type": deal_event,
                     "subject": "deal",
-                    "subject_id": deal_id,
+                    "subject_id": deal.id,
                     "payload": {
                         "title": deal_title(lead),
                         "pipeline": plan.pipeline.key,
                         "stage": plan.stage.key,
                         "owner_id": plan.owner_id,
-                        "contact_id": plan.contact_id,
+                        "contact_id": contact.id,
                         "source": lead.source,
                         "channel": lead.channel,
+                        "lead_id": plan.inbox_id,
                     },
                     **common,
                 }
             )
-            event_rows.append(
+            events.append(
                 {
                     "type": "task.created",
                     "subject": "task",
-                    "subject_id": task_id,
-                    "payload": {
-                        "deal_id": deal_id,
-                        "owner_id": plan.owner_id,
-                        "title": task["title"],
-                        "due_at": task["due_at"].isoformat(),
-                    },
+                    "subject_id": plan.task_id,
+                    "payload": {"deal_id": deal.id, "owner_id": plan.owner_id},
                     **common,
                 }
             )
-        await conn.execute(insert(activities_t), activity_rows)
-        await conn.execute(insert(events_t), event_rows)
+            if plan.review is not None:
+                events.append(
+                    {
+                        "type": "contact.possible_duplicate",
+                        "subject": "contact",
+                        "subject_id": contact.id,
+                        "payload": {"other_id": plan.review[0].id, "score": plan.review[1].value},
+                        **common,
+                    }
+                )
+        if history:
+            await conn.execute(insert(history_t), history)
+        await conn.execute(insert(activities_t), activities)
+        await conn.execute(insert(events_t), events)
         return results
+
+
+def _unique(items: Any) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen

@@ -64,3 +64,15 @@ def phone_point(raw: str, region: str) -> Point:
 
 def email_point(raw: str) -> Point:
     return Point("email", raw.strip(), normalize_email(raw))
+
+
+def canonical_email(
+    normalized: str, dotless: frozenset[str] = frozenset(), plus_tags: frozenset[str] = frozenset()
+) -> str:
+    """The mailbox an address delivers to: ``i.van+shop@gmail.com`` is ``ivan@gmail.com``."""
+    local, _, domain = normalized.rpartition("@")
+    if domain in plus_tags:
+        local = local.split("+", 1)[0]
+    if domain in dotless:
+        local = local.replace(".", "")
+    return f"{local}@{domain}"

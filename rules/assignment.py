@@ -29,7 +29,7 @@ class Assigner:
 
     def __init__(self, managers: list[int], active: set[int], start: int) -> None:
         self._managers = managers
-        self._active = active
+        self.active = active
         self._next = start
 
     @classmethod
@@ -57,7 +57,7 @@ class Assigner:
         return cls(managers, active, start)
 
     def assign(self, contact_owner: int | None) -> Assignment:
-        if contact_owner is not None and contact_owner in self._active:
+        if contact_owner is not None and contact_owner in self.active:
             return Assignment(contact_owner, "contact_owner")
         if not self._managers:
             return Assignment(None, "unassigned")

@@ -139,5 +139,6 @@ class Store:
                 lambda c: MigrationContext.configure(c).get_current_revision()
             )
 
-    def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+    @classmethod
+    def head_revision(cls) -> str | None:
+        return ScriptDirectory.from_config(cls.alembic_config()).get_current_head()

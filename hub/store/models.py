@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -293,3 +294,20 @@ class Counter(Base):
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[int] = mapped_column(Id, default=0)
+
+
+class DuplicateCandidate(Base):
+    """Two contacts that may be one person, waiting for a person to decide."""
+
+    __tablename__ = "duplicate_candidates"
+    __table_args__ = (UniqueConstraint("contact_id", "other_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    other_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    reasons: Mapped[dict[str, Any]] = mapped_column()
+    origin: Mapped[str] = mapped_column(String(20))  # intake | scan | import
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | merged | dismissed
+    inbox_id: Mapped[int | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -83,15 +83,29 @@ async def test_idempotency_key_header_makes_a_retry_safe(hub_client):
     assert second["duplicate"] is True
 
 
-async def test_known_phone_in_another_format_reuses_the_contact_and_owner(hub_client):
+async def test_known_phone_in_another_format_joins_the_open_deal_of_its_owner(hub_client):
     first = await (await hub_client.post("/forms/contact", data=IVAN)).json()
-    deal1 = await wait_for(lambda: deal_for(hub_client, first["lead_id"]))
+    deal = await wait_for(lambda: deal_for(hub_client, first["lead_id"]))
     again = {"fio": "Иван", "tel": "+7 912 3456789", "comment": "Хочу ещё один сайт"}
     second = await (await hub_client.post("/forms/contact", data=again)).json()
-    deal2 = await wait_for(lambda: deal_for(hub_client, second["lead_id"]))
-    assert deal2["contact_id"] == deal1["contact_id"]
-    assert deal2["owner_id"] == deal1["owner_id"]
+    hub = hub_client.app[HUB_KEY]
+
+    async def result():
+        async with hub.store.read() as conn:
+            return (
+                await conn.execute(
+                    select(InboxEvent.result).where(InboxEvent.id == second["lead_id"])
+                )
+            ).scalar_one()
+
+    decision = await wait_for(result)
+    assert decision["decision"] == "added_to_open_deal"
+    assert decision["deal_id"] == deal["id"]
+    assert decision["owner_id"] == deal["owner_id"]
+    assert "same phone" in decision["match"]
     assert await count(hub_client, Contact) == 1
+    assert await count(hub_client, Deal) == 1
+    assert await count(hub_client, Task, Task.deal_id == deal["id"]) == 2  # the owner is told
 
 
 async def test_new_clients_are_shared_round_robin_between_active_managers(hub_client):

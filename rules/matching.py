@@ -1,0 +1,136 @@
+"""Is this lead someone we know? Evidence from pluggable matchers, combined into a score.
+
+A matcher looks at the incoming lead and one candidate contact (found through
+the phone and email index, never by scanning) and returns evidence: a weight
+and a reason a person can read. Positive weights combine as independent
+signals (``1 - Π(1 - w)``); a *doubt* (a different name on the same phone)
+multiplies the result down. A company adds its own matcher through the
+``hub_matchers`` hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.normalize import Point
+from rules.similarity import company_similarity, name_similarity
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    weight: float  # 0..1 for support; for a doubt, the factor (<1) the score is multiplied by
+    reason: str
+    doubt: bool = False
+
+
+@dataclass(slots=True)
+class Incoming:
+    """The lead as matchers see it."""
+
+    name: str | None
+    company: str | None
+    city: str | None
+    points: list[Point]
+    shared: set[tuple[str, str]] = field(default_factory=set)  # points many people use
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A known contact (or one created earlier in the same batch) sharing a point with the lead."""
+
+    contact_id: int
+    name: str | None
+    company: str | None
+    city: str | None
+    owner_id: int | None
+    points: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Matcher(Protocol):
+    name: str
+
+    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    value: float
+    reasons: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.value:.2f}: " + " + ".join(self.reasons)
+
+
+class PointMatcher:
+    """The same phone or email: strong, unless many people use it (an office line, info@)."""
+
+    name = "points"
+
+    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
+        found = []
+        for point in lead.points:
+            key = (point.kind, point.normalized)
+            if key not in candidate.points:
+                continue
+            if key in lead.shared:
+                found.append(Evidence(0.2, f"shared {point.kind} {point.normalized}"))
+            else:
+                found.append(Evidence(0.92, f"same {point.kind}"))
+        return found
+
+
+class NameMatcher:
+    """The same name across alphabets, order and initials supports; a different one casts doubt."""
+
+    name = "name"
+
+    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
+        score = name_similarity(lead.name, candidate.name)
+        if score is None:
+            return []
+        if score >= 0.85:
+            return [Evidence(0.5 * score, f"name {score:.2f}")]
+        if score < 0.5:
+            return [Evidence(0.75, f"different name {score:.2f}", doubt=True)]
+        return []
+
+
+class CompanyMatcher:
+    name = "company"
+
+    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
+        score = company_similarity(lead.company, candidate.company)
+        if score is not None and score >= 0.9:
+            return [Evidence(0.3, "same company")]
+        return []
+
+
+class CityMatcher:
+    name = "city"
+
+    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
+        if (
+            lead.city
+            and candidate.city
+            and lead.city.strip().lower() == candidate.city.strip().lower()
+        ):
+            return [Evidence(0.1, "same city")]
+        return []
+
+
+BUILTIN: list[Matcher] = [PointMatcher(), NameMatcher(), CompanyMatcher(), CityMatcher()]
+
+
+def score(lead: Incoming, candidate: Candidate, matchers: list[Matcher]) -> Score:
+    keep = 1.0
+    factor = 1.0
+    reasons: list[str] = []
+    for matcher in matchers:
+        for item in matcher.evidence(lead, candidate):
+            reasons.append(item.reason)
+            if item.doubt:
+                factor *= item.weight
+            else:
+                keep *= 1.0 - min(max(item.weight, 0.0), 1.0)
+    return Score(round((1.0 - keep) * factor, 3), tuple(reasons))

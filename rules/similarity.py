@@ -1,0 +1,111 @@
+"""Comparing what people type: names across word order, initials, diminutives and alphabets,
+company names without legal forms and quotes.
+
+``Дмитрий Соколов`` ~ ``Dmitriy Sokolov`` ~ ``Sokolov D.`` ~ ``Дима Соколов``;
+``ООО «Ромашка»`` ~ ``Romashka LLC``. Transliteration is anyascii's; edit similarity rapidfuzz's.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from anyascii import anyascii
+from rapidfuzz import fuzz
+
+DATA = Path(__file__).parent / "data"
+_WORD = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def _pairs(name: str) -> dict[str, str]:
+    pairs = {}
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            short, full = line.split()
+            pairs[short] = full
+    return pairs
+
+
+def _words(name: str) -> set[str]:
+    return {
+        line.strip()
+        for line in (DATA / name).read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+
+
+DIMINUTIVES = _pairs("diminutives.txt")
+LEGAL_FORMS = _words("legal_forms.txt")
+
+
+def _latin(word: str) -> str:
+    # Spelling variants of one transliteration: Dmitriy/Dmitrii, Yulia/Yuliya, Aleksey/Alexey.
+    text = anyascii(word).lower()
+    text = text.replace("x", "ks").replace("iy", "i").replace("yi", "i").replace("ii", "i")
+    return text.replace("ya", "ia").replace("yu", "iu").replace("'", "").replace("j", "i")
+
+
+@lru_cache(maxsize=65536)
+def name_tokens(name: str) -> tuple[str, ...]:
+    """Lower-case Latin tokens of a person's name, diminutives expanded, sorted."""
+    words = [w for w in _WORD.split(name.lower().replace("ё", "е")) if w]
+    return tuple(sorted(_latin(DIMINUTIVES.get(w, w)) for w in words))
+
+
+def _token_score(a: str, b: str) -> float:
+    if len(a) == 1 or len(b) == 1:  # an initial
+        return 1.0 if a[0] == b[0] else 0.0
+    return fuzz.ratio(a, b) / 100
+
+
+def name_similarity(a: str | None, b: str | None) -> float | None:
+    """0..1 similarity of two person names; None when either is missing.
+
+    Tokens are aligned greedily, best pairs first, so word order does not
+    matter; an initial matches a word with its letter. A name of one word
+    compared with a fuller one scores at most 0.9: "Иван" says little.
+    """
+    if not a or not b:
+        return None
+    ta, tb = name_tokens(a), name_tokens(b)
+    if not ta or not tb:
+        return None
+    short, long_ = (ta, tb) if len(ta) <= len(tb) else (tb, ta)
+    scores = sorted(
+        ((_token_score(x, y), i, j) for i, x in enumerate(short) for j, y in enumerate(long_)),
+        reverse=True,
+    )
+    used_i: set[int] = set()
+    used_j: set[int] = set()
+    total = 0.0
+    for score, i, j in scores:
+        if i in used_i or j in used_j:
+            continue
+        used_i.add(i)
+        used_j.add(j)
+        total += score
+    result = total / len(short)
+    initials_only = all(len(t) == 1 for t in short)
+    if len(short) == 1 and len(long_) > 1:
+        result *= 0.9
+    if initials_only:
+        result *= 0.5
+    return round(result, 3)
+
+
+@lru_cache(maxsize=65536)
+def company_key(name: str) -> str:
+    """A company name without quotes, legal forms and case, in Latin letters."""
+    words = [w for w in _WORD.split(name.lower().replace("ё", "е")) if w]
+    kept = [w for w in words if w not in LEGAL_FORMS and _latin(w) not in LEGAL_FORMS]
+    return " ".join(_latin(w) for w in kept)
+
+
+def company_similarity(a: str | None, b: str | None) -> float | None:
+    if not a or not b:
+        return None
+    ka, kb = company_key(a), company_key(b)
+    if not ka or not kb:
+        return None
+    return round(fuzz.token_sort_ratio(ka, kb) / 100, 3)
