@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.normalize import Point
-from rules.similarity import company_similarity, name_similarity
+from rules.similarity import company_similarity, name_similarity, names_conflict
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +89,10 @@ class NameMatcher:
         score = name_similarity(lead.name, candidate.name)
         if score is None:
             return []
+        if score < 0.5 or names_conflict(lead.name, candidate.name):
+            return [Evidence(0.75, f"different name {score:.2f}", doubt=True)]
         if score >= 0.85:
             return [Evidence(0.5 * score, f"name {score:.2f}")]
-        if score < 0.5:
-            return [Evidence(0.75, f"different name {score:.2f}", doubt=True)]
         return []
 
 

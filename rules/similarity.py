@@ -59,15 +59,8 @@ def _token_score(a: str, b: str) -> float:
     return fuzz.ratio(a, b) / 100
 
 
-def name_similarity(a: str | None, b: str | None) -> float | None:
-    """0..1 similarity of two person names; None when either is missing.
-
-    Tokens are aligned greedily, best pairs first, so word order does not
-    matter; an initial matches a word with its letter. A name of one word
-    compared with a fuller one scores at most 0.9: "Иван" says little.
-    """
-    if not a or not b:
-        return None
+def _aligned(a: str, b: str) -> tuple[list[tuple[float, bool]], int, int] | None:
+    """Token pairs of two names, best first; each (score, both full words)."""
     ta, tb = name_tokens(a), name_tokens(b)
     if not ta or not tb:
         return None
@@ -78,20 +71,48 @@ def name_similarity(a: str | None, b: str | None) -> float | None:
     )
     used_i: set[int] = set()
     used_j: set[int] = set()
-    total = 0.0
+    pairs = []
     for score, i, j in scores:
         if i in used_i or j in used_j:
             continue
         used_i.add(i)
         used_j.add(j)
-        total += score
-    result = total / len(short)
-    initials_only = all(len(t) == 1 for t in short)
-    if len(short) == 1 and len(long_) > 1:
+        pairs.append((score, len(short[i]) > 1 and len(long_[j]) > 1))
+    return pairs, len(short), len(long_)
+
+
+def name_similarity(a: str | None, b: str | None) -> float | None:
+    """0..1 similarity of two person names; None when either is missing.
+
+    Tokens are aligned greedily, best pairs first, so word order does not
+    matter; an initial matches a word with its letter. A name of one word
+    compared with a fuller one scores at most 0.9: "Иван" says little.
+    """
+    if not a or not b:
+        return None
+    aligned = _aligned(a, b)
+    if aligned is None:
+        return None
+    pairs, n_short, n_long = aligned
+    result = sum(score for score, _ in pairs) / n_short
+    if n_short == 1 and n_long > 1:
         result *= 0.9
-    if initials_only:
+    if not any(full for _, full in pairs):  # initials only
         result *= 0.5
     return round(result, 3)
+
+
+def names_conflict(a: str | None, b: str | None) -> bool:
+    """Two names with a whole word that matches nothing in the other: Галина vs Иван Лебедев.
+
+    Spouses on one home phone and colleagues on one office line share a surname or
+    a number, not a first name; spelling variants, typos and diminutives score
+    well above the 0.7 this needs.
+    """
+    if not a or not b:
+        return False
+    aligned = _aligned(a, b)
+    return aligned is not None and any(full and score < 0.7 for score, full in aligned[0])
 
 
 @lru_cache(maxsize=65536)

@@ -1,0 +1,499 @@
+"""Dedupe benchmark: how well and how fast the hub recognises a person it already knows.
+
+    .venv/bin/python bench/dedupe.py [--people N] [--contacts N] [--seed S]
+
+1. *Quality.* A generator makes realistic CRM records: one to four records per
+   person, with Russian and Latin names, every local phone format, typos, swapped
+   name order, initials, diminutives, transliteration, gmail dots and tags, and
+   the hard cases: colleagues on one office phone, generic mailboxes, spouses on
+   one home phone. Every pair of records is judged as the hub judges a lead
+   against a contact (candidates through shared phones and emails, then the
+   matchers' score against ``matching.join``), and pairwise precision, recall
+   and F1 are printed. Pairs that share no phone or email can never be found
+   this way and count as misses.
+2. *Speed.* A SQLite store with ``--contacts`` contacts (default 1,000,000) is
+   built, then single leads are matched against it through the real pipeline
+   (index look-ups, candidate load, scoring), and p50/p99 are printed next to
+   the cost of the same transaction doing nothing (the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import contextlib
+
+from hub.config import Settings  # noqa: E402
+from hub.normalize import InvalidPoint, canonical_email, normalize_email, normalize_phone  # noqa: E402
+from rules.matching import BUILTIN, Candidate, Incoming, score  # noqa: E402
+from rules.similarity import DIMINUTIVES  # noqa: E402
+
+MALE = [
+    "Александр",
+    "Дмитрий",
+    "Сергей",
+    "Андрей",
+    "Алексей",
+    "Иван",
+    "Михаил",
+    "Николай",
+    "Евгений",
+    "Павел",
+    "Владимир",
+    "Константин",
+    "Роман",
+    "Виктор",
+    "Олег",
+    "Юрий",
+]
+FEMALE = [
+    "Елена",
+    "Ольга",
+    "Наталья",
+    "Татьяна",
+    "Ирина",
+    "Мария",
+    "Анна",
+    "Екатерина",
+    "Светлана",
+    "Юлия",
+    "Анастасия",
+    "Марина",
+    "Ксения",
+    "Дарья",
+    "Галина",
+    "Вера",
+]
+LAST = [
+    "Иванов",
+    "Смирнов",
+    "Кузнецов",
+    "Попов",
+    "Васильев",
+    "Петров",
+    "Соколов",
+    "Михайлов",
+    "Новиков",
+    "Фёдоров",
+    "Морозов",
+    "Волков",
+    "Алексеев",
+    "Лебедев",
+    "Семёнов",
+    "Егоров",
+    "Павлов",
+    "Козлов",
+    "Степанов",
+    "Николаев",
+    "Орлов",
+    "Андреев",
+    "Макаров",
+    "Никитин",
+    "Захаров",
+    "Зайцев",
+    "Соловьёв",
+    "Борисов",
+    "Яковлев",
+    "Григорьев",
+    "Романов",
+    "Воробьёв",
+]
+DOMAINS = ["mail.ru", "yandex.ru", "gmail.com", "bk.ru", "inbox.ru", "list.ru", "rambler.ru"]
+COMPANIES = ["Ромашка", "Вектор", "СтройМаркет", "Техносила", "Уралснаб", "Северсталь-Сервис"]
+CITIES = ["Москва", "Екатеринбург", "Вологда", "Казань", "Пермь", "Новосибирск"]
+PHONE_STYLES = [
+    "+7 {o} {a}-{b}-{c}",
+    "8 ({o}) {a}-{b}-{c}",
+    "{o}{a}{b}{c}",
+    "8{o}{a}{b}{c}",
+    "+7({o}){a}{b}{c}",
+    "7 {o} {a} {b} {c}",
+    "8-{o}-{a}-{b}-{c}",
+]
+LATIN = str.maketrans(
+    {
+        "а": "a",
+        "б": "b",
+        "в": "v",
+        "г": "g",
+        "д": "d",
+        "е": "e",
+        "ё": "e",
+        "ж": "zh",
+        "з": "z",
+        "и": "i",
+        "й": "y",
+        "к": "k",
+        "л": "l",
+        "м": "m",
+        "н": "n",
+        "о": "o",
+        "п": "p",
+        "р": "r",
+        "с": "s",
+        "т": "t",
+        "у": "u",
+        "ф": "f",
+        "х": "kh",
+        "ц": "ts",
+        "ч": "ch",
+        "ш": "sh",
+        "щ": "shch",
+        "ъ": "",
+        "ы": "y",
+        "ь": "",
+        "э": "e",
+        "ю": "yu",
+        "я": "ya",
+    }
+)
+SHORT = {full: short for short, full in DIMINUTIVES.items()}
+
+
+@dataclass
+class Record:
+    person: int
+    name: str | None
+    phones: list[str]
+    emails: list[str]
+    company: str | None
+    city: str | None
+
+
+def translit(text: str) -> str:
+    return " ".join(w.lower().translate(LATIN).capitalize() for w in text.split())
+
+
+def fmt_phone(digits: str, rng: random.Random) -> str:
+    style = rng.choice(PHONE_STYLES)
+    return style.format(o=digits[:3], a=digits[3:6], b=digits[6:8], c=digits[8:])
+
+
+def typo(word: str, rng: random.Random) -> str:
+    if len(word) < 5:
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+
+
+def vary_name(first: str, last: str, rng: random.Random) -> str | None:
+    kind = rng.random()
+    if kind < 0.05:
+        return None
+    if kind < 0.25:
+        return f"{last} {first}"
+    if kind < 0.35:
+        return f"{last} {first[0]}."
+    if kind < 0.50:
+        return translit(f"{first} {last}")
+    if kind < 0.58 and first.lower() in SHORT:
+        return f"{SHORT[first.lower()].capitalize()} {last}"
+    if kind < 0.66:
+        return f"{first} {typo(last, rng)}"
+    if kind < 0.72:
+        return first
+    return f"{first} {last}"
+
+
+def generate(people: int, rng: random.Random) -> list[Record]:
+    records: list[Record] = []
+    offices = [
+        ("".join(rng.choice("0123456789") for _ in range(7)), rng.choice(COMPANIES))
+        for _ in range(max(1, people // 40))
+    ]
+    for person in range(people):
+        female = rng.random() < 0.5
+        first = rng.choice(FEMALE if female else MALE)
+        last = rng.choice(LAST) + ("а" if female else "")
+        mobile = rng.choice(["912", "903", "916", "926", "985", "950"]) + "".join(
+            rng.choice("0123456789") for _ in range(7)
+        )
+        login = translit(f"{first}.{last}").lower().replace(" ", "") + str(rng.randrange(100))
+        domain = rng.choice(DOMAINS)
+        email = f"{login}@{domain}"
+        office = rng.choice(offices) if rng.random() < 0.2 else None
+        city = rng.choice(CITIES)
+        spouse = rng.random() < 0.05 and records
+        for copy in range(rng.choice([1, 1, 2, 2, 3, 4])):
+            phones, emails = [], []
+            if rng.random() < 0.85:
+                phones.append(fmt_phone(mobile, rng))
+            if office and rng.random() < 0.5:
+                phones.append(fmt_phone("343" + office[0], rng))
+            if rng.random() < 0.6:
+                address = email
+                if domain == "gmail.com" and rng.random() < 0.3:
+                    address = login.replace(".", "") + "+crm@gmail.com"
+                emails.append(address.upper() if rng.random() < 0.1 else address)
+            if office and rng.random() < 0.3:
+                emails.append(f"info@{translit(office[1]).lower()}.ru")
+            if not phones and not emails:
+                phones.append(fmt_phone(mobile, rng))
+            name = f"{first} {last}" if copy == 0 else vary_name(first, last, rng)
+            records.append(
+                Record(person, name, phones, emails, office[1] if office else None, city)
+            )
+        if spouse:  # a spouse on the same home phone: a different person
+            other = records[-1]
+            partner = rng.choice(MALE if female else FEMALE)
+            partner_last = last[:-1] if female else last + "а"
+            records.append(
+                Record(
+                    people + person,
+                    f"{partner} {partner_last}",
+                    list(other.phones[:1]),
+                    [],
+                    None,
+                    city,
+                )
+            )
+    return records
+
+
+def keys(record: Record, settings: Settings) -> set[tuple[str, str]]:
+    found = set()
+    for raw in record.phones:
+        with contextlib.suppress(InvalidPoint):
+            found.add(("phone", normalize_phone(raw, "RU")))
+    for raw in record.emails:
+        with contextlib.suppress(InvalidPoint):
+            found.add(
+                (
+                    "email",
+                    canonical_email(
+                        normalize_email(raw),
+                        frozenset(settings.matching.dotless_domains),
+                        frozenset(settings.matching.plus_tag_domains),
+                    ),
+                )
+            )
+    return found
+
+
+def quality(records: list[Record], settings: Settings) -> dict[str, float]:
+    """Replay the records as leads, in order, the way the hub places them, and score the result.
+
+    Each record either joins the best-scoring contact (at or above ``matching.join``),
+    whose points it then extends, or becomes a new contact; candidates are the
+    contacts holding one of its points, and a point on ``shared_after`` contacts or
+    a generic mailbox is weak evidence, exactly as in the lead pipeline.
+    """
+    from hub.normalize import Point
+
+    m = settings.matching
+    generic = {g.lower() for g in m.generic_mailboxes}
+    contacts: list[dict] = []  # name, company, city, points, members
+    holders: dict[tuple[str, str], list[int]] = {}
+    for index, record in enumerate(records):
+        ks = keys(record, settings)
+        candidates = sorted({c for k in ks for c in holders.get(k, [])})
+        shared = {
+            k
+            for k in ks
+            if len(holders.get(k, [])) >= m.shared_after
+            or (k[0] == "email" and k[1].split("@")[0] in generic)
+        }
+        lead = Incoming(
+            record.name,
+            record.company,
+            record.city,
+            [Point(kind, norm, norm) for kind, norm in ks],
+            shared,
+        )
+        best, best_score = None, 0.0
+        for c in candidates:
+            contact = contacts[c]
+            result = score(
+                lead,
+                Candidate(
+                    c, contact["name"], contact["company"], contact["city"], None, contact["points"]
+                ),
+                BUILTIN,
+            )
+            if result.value > best_score:
+                best, best_score = c, result.value
+        if best is None or best_score < m.join:
+            best = len(contacts)
+            contacts.append(
+                {
+                    "name": record.name,
+                    "company": record.company,
+                    "city": record.city,
+                    "points": set(),
+                    "members": [],
+                }
+            )
+        contact = contacts[best]
+        contact["members"].append(index)
+        for k in ks:
+            if k not in contact["points"]:
+                contact["points"].add(k)
+                holders.setdefault(k, []).append(best)
+
+    by_person: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        by_person.setdefault(r.person, []).append(i)
+    truth = {(a, b) for ids in by_person.values() for a, b in itertools.combinations(ids, 2)}
+    linked = {(a, b) for c in contacts for a, b in itertools.combinations(c["members"], 2)}
+    tp, fp, fn = len(linked & truth), len(linked - truth), len(truth - linked)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    unreachable = sum(
+        1 for a, b in truth if not (keys(records[a], settings) & keys(records[b], settings))
+    )
+    return {
+        "records": len(records),
+        "true_pairs": len(truth),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "no_shared_point": unreachable,
+        "contacts": len(contacts),
+    }
+
+
+def build_store(path: Path, contacts: int, rng: random.Random) -> list[str]:
+    """A migrated SQLite store with ``contacts`` contacts, two points each; returns some phones."""
+    from hub.store import Store
+
+    async def migrate() -> None:
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        await store.upgrade()
+        await store.close()
+
+    asyncio.run(migrate())
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA synchronous=OFF")
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    phones = []
+    chunk = 50_000
+    for start in range(0, contacts, chunk):
+        rows, points = [], []
+        for cid in range(start + 1, min(contacts, start + chunk) + 1):
+            female = cid % 2
+            first = rng.choice(FEMALE if female else MALE)
+            name = f"{first} {rng.choice(LAST)}{'а' if female else ''}"
+            rows.append((cid, name, "{}", now, now))
+            phone = f"+79{cid:09d}"
+            points.append((cid, "phone", phone, phone, now))
+            points.append((cid, "email", f"c{cid}@mail.ru", f"c{cid}@mail.ru", now))
+            if cid % 997 == 0:
+                phones.append(phone)
+        db.executemany(
+            "INSERT INTO contacts (id, name, custom, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.executemany(
+            "INSERT INTO contact_points (contact_id, kind, value, normalized, "
+            "created_at) VALUES (?, ?, ?, ?, ?)",
+            points,
+        )
+        db.commit()
+    db.close()
+    return phones
+
+
+async def latency(path: Path, phones: list[str], settings: Settings, n: int) -> tuple[list, list]:
+    from hub.lead import Lead
+    from hub.leads import LeadPipeline
+    from hub.store import Store
+    from hub.store.ops import sync_config
+
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    async with store.write() as conn:
+        catalog = await sync_config(conn, settings)
+
+    async def reserve(conn, name, k):
+        return 0
+
+    pipeline = LeadPipeline(catalog, settings, reserve)
+    matched, baseline = [], []
+    for i in range(n):
+        phone = phones[i % len(phones)]
+        lead = Lead(channel="bench", name="Иван Петров", phones=[phone[:2] + " " + phone[2:]])
+        plan = pipeline.plan(i, lead, datetime.now(UTC))
+        async with store.writer.connect() as conn:
+            started = time.perf_counter()
+            trans = await conn.begin()
+            keys = [(p.kind, p.normalized) for p in plan.points]
+            holders = await pipeline._holders(conn, keys)
+            contacts = await pipeline._contacts(conn, {c for ids in holders.values() for c in ids})
+            await pipeline._deals(conn, contacts)
+            pipeline._match(plan, holders, contacts, {})
+            await trans.rollback()
+            matched.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            trans = await conn.begin()
+            await trans.rollback()
+            baseline.append(time.perf_counter() - started)
+        assert plan.contact is not None
+    await store.close()
+    return matched, baseline
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--people", type=int, default=5000)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--lookups", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    settings = Settings()
+
+    started = time.perf_counter()
+    records = generate(args.people, rng)
+    q = quality(records, settings)
+    print(
+        f"# dedupe quality: {q['records']} records of {args.people} people "
+        f"(seed {args.seed}), {q['true_pairs']} true pairs, join >= {settings.matching.join}"
+    )
+    print(
+        f"precision {q['precision']:.4f}  recall {q['recall']:.4f}  F1 {q['f1']:.4f}  "
+        f"(tp {q['tp']}, fp {q['fp']}, fn {q['fn']}; {time.perf_counter() - started:.1f} s)"
+    )
+    print(
+        f"{q['contacts']} contacts made; {q['no_shared_point']} true pairs share no phone or "
+        "email directly (found only through a third record, or not at all)"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="hub-dedupe-") as tmp:
+        path = Path(tmp) / "big.db"
+        started = time.perf_counter()
+        phones = build_store(path, args.contacts, rng)
+        print(
+            f"# store with {args.contacts} contacts built in {time.perf_counter() - started:.0f} s"
+        )
+        matched, baseline = asyncio.run(latency(path, phones, settings, args.lookups))
+        print(
+            f"match one lead against {args.contacts} contacts: p50 {pct(matched, 50):.2f} ms  "
+            f"p99 {pct(matched, 99):.2f} ms   (empty transaction baseline p50 "
+            f"{pct(baseline, 50):.2f} ms, p99 {pct(baseline, 99):.2f} ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()
