@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import random
 import sqlite3
@@ -34,8 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-import contextlib
 
 from hub.config import Settings  # noqa: E402
 from hub.normalize import InvalidPoint, canonical_email, normalize_email, normalize_phone  # noqa: E402
