@@ -449,6 +449,61 @@ async def latency(path: Path, phones: list[str], settings: Settings, n: int) -> 
     return matched, baseline
 
 
+def import_records(path: Path, records: list[Record], settings: Settings) -> None:
+    """A store holding every record as its own contact, as a naive import leaves it."""
+    from hub.store import Store
+
+    async def migrate() -> None:
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        await store.upgrade()
+        await store.close()
+
+    asyncio.run(migrate())
+    db = sqlite3.connect(path)
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    rows, points = [], []
+    for cid, record in enumerate(records, start=1):
+        custom = '{"company": "%s"}' % record.company if record.company else "{}"
+        rows.append((cid, record.name, record.city, custom, f"EXT-{cid}", now, now))
+        for kind, normalized in keys(record, settings):
+            points.append((cid, kind, normalized, normalized, now))
+    db.executemany(
+        "INSERT INTO contacts (id, name, city, custom, external_id, created_at, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.executemany(
+        "INSERT INTO contact_points (contact_id, kind, value, normalized, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        points,
+    )
+    db.commit()
+    db.close()
+
+
+def scan_figures(path: Path, settings: Settings) -> tuple[float, float, int, int]:
+    import tracemalloc
+
+    from hub.dedupe import scan
+    from hub.store import Store
+
+    async def go() -> tuple[int, int]:
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        try:
+            pairs, compared = await scan(store, settings)
+            return len(pairs), compared
+        finally:
+            await store.close()
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    found, compared = asyncio.run(go())
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return elapsed, peak / 1e6, found, compared
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
@@ -459,6 +514,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scan-contacts", type=int, default=100_000)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     settings = Settings()
@@ -480,6 +536,19 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory(prefix="hub-dedupe-") as tmp:
+        scan_records = []
+        people = 0
+        while len(scan_records) < args.scan_contacts:
+            people += 1000
+            scan_records = generate(people, random.Random(args.seed))
+        scan_records = scan_records[: args.scan_contacts]
+        import_records(Path(tmp) / "scan.db", scan_records, settings)
+        elapsed, peak, found, compared = scan_figures(Path(tmp) / "scan.db", settings)
+        print(
+            f"hub dedupe scan over {len(scan_records)} contacts: {elapsed:.1f} s wall, "
+            f"peak Python memory {peak:.0f} MB; {compared} pairs compared, {found} for review"
+        )
+
         path = Path(tmp) / "big.db"
         started = time.perf_counter()
         phones = build_store(path, args.contacts, rng)

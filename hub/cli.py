@@ -395,5 +395,121 @@ def users_list(ctx: click.Context) -> None:
     )
 
 
+@main.group()
+def contacts() -> None:
+    """Contacts: merge duplicates, undo a merge."""
+
+
+@contacts.command("merge")
+@click.argument("keep", type=int)
+@click.argument("other", type=int)
+@click.pass_context
+def contacts_merge(ctx: click.Context, keep: int, other: int) -> None:
+    """Merge contact OTHER into KEEP: its deals, tasks, notes, history, phones and emails move.
+
+    KEEP's filled fields win, OTHER's fill its blanks. Undo with `hub contacts unmerge ID`.
+    """
+    from hub.merge import MergeError, merge_contacts
+
+    settings = _settings(ctx)
+    try:
+        merge_id = _run(_with_store(settings, lambda store: merge_contacts(store, keep, other)))
+    except MergeError as error:
+        click.echo(f"cannot merge: {error}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"merged contact {other} into {keep} (merge {merge_id}; undo: "
+        f"hub contacts unmerge {merge_id})"
+    )
+
+
+@contacts.command("unmerge")
+@click.argument("merge_id", type=int)
+@click.pass_context
+def contacts_unmerge(ctx: click.Context, merge_id: int) -> None:
+    """Undo merge MERGE_ID: the other contact comes back with what it had."""
+    from hub.merge import MergeError, unmerge
+
+    settings = _settings(ctx)
+    try:
+        result = _run(_with_store(settings, lambda store: unmerge(store, merge_id)))
+    except MergeError as error:
+        click.echo(f"cannot unmerge: {error}", err=True)
+        sys.exit(1)
+    click.echo(f"restored contact {result['other_id']} beside {result['keep_id']}")
+
+
+@main.group()
+def dedupe() -> None:
+    """Duplicate contacts: find them, review them."""
+
+
+@dedupe.command("scan")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write one CSV row per pair: id_a,id_b,score,reasons.",
+)
+@click.pass_context
+def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
+    """Compare contacts sharing a phone or email; list likely duplicates for review."""
+    import time
+
+    from hub.dedupe import save_for_review, scan, write_csv
+
+    settings = _settings(ctx)
+    started = time.perf_counter()
+
+    async def go(store: Any) -> tuple[list[Any], int]:
+        pairs, compared = await scan(store, settings)
+        await save_for_review(store, pairs)
+        return pairs, compared
+
+    pairs, compared = _run(_with_store(settings, go))
+    if out is not None:
+        write_csv(pairs, out)
+    likely = sum(1 for p in pairs if p.score >= settings.matching.join)
+    click.echo(
+        f"compared {compared} pairs sharing a phone or email in "
+        f"{time.perf_counter() - started:.1f} s: {len(pairs)} for review "
+        f"({likely} at or above join {settings.matching.join})"
+        + (f", written to {out}" if out else "")
+    )
+
+
+@dedupe.command("list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def dedupe_list(ctx: click.Context, limit: int) -> None:
+    """Open possible duplicates, from intake and scans, best first."""
+    from hub.store.models import Contact, DuplicateCandidate
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[list[Any]]:
+        a = Contact.__table__.alias("a")
+        b = Contact.__table__.alias("b")
+        d = DuplicateCandidate.__table__
+        stmt = (
+            select(
+                d.c.contact_id, a.c.name, d.c.other_id, b.c.name, d.c.score, d.c.origin, d.c.reasons
+            )
+            .join(a, a.c.id == d.c.contact_id)
+            .join(b, b.c.id == d.c.other_id)
+            .where(d.c.status == "open")
+            .order_by(d.c.score.desc(), d.c.id)
+            .limit(limit)
+        )
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(
+        ["contact", "name", "maybe same as", "name", "score", "from", "why"],
+        [[r[0], r[1], r[2], r[3], f"{r[4]:.2f}", r[5], " + ".join(r[6]["reasons"])] for r in rows],
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -110,3 +110,50 @@ def test_a_broken_config_stops_every_command_with_the_key(tmp_path):
     result = CliRunner().invoke(main, ["--config", str(path), "deals", "list"])
     assert result.exit_code == 2
     assert "intake.workers" in result.output
+
+
+def test_review_merge_and_unmerge_from_the_command_line(config, tmp_path):
+    async def go() -> None:
+        hub = Hub(load_settings(config))
+        await hub.start()
+        for name, phone, email in [
+            ("Ольга Лебедева", "+7 916 111-22-33", "info@romashka.ru"),
+            ("Лебедева Ольга", "+7 8172 22-33-44", "info@romashka.ru"),
+        ]:
+            await hub.intake.accept(
+                "webforms",
+                {
+                    "form": "contact",
+                    "lead": {"name": name, "phones": [phone], "emails": [email], "city": "Вологда"},
+                },
+            )
+
+        async def settled() -> bool:
+            async with hub.store.read() as conn:
+                from sqlalchemy import select
+
+                rows = (await conn.execute(select(InboxEvent.status))).scalars().all()
+            return rows == ["done", "done"]
+
+        await wait_for(settled)
+        await hub.stop()
+
+    asyncio.run(go())
+    runner = CliRunner()
+    base = ["--config", str(config)]
+    listed = runner.invoke(main, [*base, "dedupe", "list"])
+    assert "Лебедева Ольга" in listed.output
+    assert "shared email info@romashka.ru" in listed.output
+    out = tmp_path / "pairs.csv"
+    scanned = runner.invoke(main, [*base, "dedupe", "scan", "--out", str(out)])
+    assert scanned.exit_code == 0, scanned.output
+    assert "compared 1 pairs" in scanned.output
+    merged = runner.invoke(main, [*base, "contacts", "merge", "1", "2"])
+    assert merged.exit_code == 0, merged.output
+    assert "undo: hub contacts unmerge 1" in merged.output
+    again = runner.invoke(main, [*base, "contacts", "merge", "1", "2"])
+    assert again.exit_code == 1
+    assert "no contact 2" in again.output
+    undone = runner.invoke(main, [*base, "contacts", "unmerge", "1"])
+    assert undone.exit_code == 0, undone.output
+    assert "restored contact 2" in undone.output

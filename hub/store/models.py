@@ -311,3 +311,17 @@ class DuplicateCandidate(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")  # open | merged | dismissed
     inbox_id: Mapped[int | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Merge(Base):
+    """One merge of two contacts, with everything needed to undo it."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    keep_id: Mapped[int] = mapped_column(Id, index=True)
+    other_id: Mapped[int] = mapped_column(Id)
+    moved: Mapped[dict[str, Any]] = mapped_column()  # table → ids; snapshots of both rows
+    rule: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column()
