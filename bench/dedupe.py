@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import random
 import sqlite3
 import statistics
@@ -463,7 +464,7 @@ def import_records(path: Path, records: list[Record], settings: Settings) -> Non
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
     rows, points = [], []
     for cid, record in enumerate(records, start=1):
-        custom = '{"company": "%s"}' % record.company if record.company else "{}"
+        custom = json.dumps({"company": record.company} if record.company else {})
         rows.append((cid, record.name, record.city, custom, f"EXT-{cid}", now, now))
         for kind, normalized in keys(record, settings):
             points.append((cid, kind, normalized, normalized, now))
