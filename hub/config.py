@@ -147,6 +147,10 @@ class ApiSection(Section):
     tokens: dict[str, ApiToken] = {}
 
 
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 class User(Section):
     email: str
     name: str
@@ -156,6 +160,19 @@ class User(Section):
     phone: str | None = None
     telegram_chat_id: str | None = None
     timezone: str | None = None
+    # New leads go only to managers on duty: these hours on these days, in their timezone.
+    working_hours: str | None = None  # "09:00-18:00"; none: any time
+    working_days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(
+        WEEKDAYS[:5]
+    )
+    max_open_deals: int | None = Field(None, ge=1)  # skipped by round-robin at this many
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None and not _HOURS.match(value.replace(" ", "")):
+            raise ValueError(f"working_hours {value!r}: write it as 09:00-18:00")
+        return value.replace(" ", "") if value else value
 
     @field_validator("email")
     @classmethod
@@ -198,6 +215,29 @@ class Pipeline(Section):
         if not any(s.kind == "open" for s in self.stages):
             raise ValueError("a pipeline needs at least one open stage")
         return self
+
+
+class AssignmentRule(Section):
+    """The first rule whose conditions all hold for a lead picks its owner among ``to``."""
+
+    name: str
+    pipeline: str | None = None
+    source: str | None = None
+    city: str | None = None
+    segment: str | None = None
+    channel: str | None = None
+    to: list[str]
+
+    @field_validator("to")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one user's email")
+        return [v.strip().lower() for v in value]
+
+
+class AssignmentSection(Section):
+    rules: list[AssignmentRule] = []
 
 
 class MatchingSection(Section):
@@ -287,6 +327,7 @@ class Settings(BaseSettings):
     pipelines: dict[str, Pipeline] = Field(default_factory=_default_pipelines)
     catalog: CatalogSection = CatalogSection()
     matching: MatchingSection = MatchingSection()
+    assignment: AssignmentSection = AssignmentSection()
     plugins: dict[str, dict[str, Any]] = {}
 
     # Where the file was read from; relative paths in it are resolved against its folder.
@@ -303,6 +344,16 @@ class Settings(BaseSettings):
         dup = {e for e in emails if emails.count(e) > 1}
         if dup:
             raise ValueError(f"users: duplicate email {', '.join(sorted(dup))}")
+        for rule in self.assignment.rules:
+            unknown = [e for e in rule.to if e not in emails]
+            if unknown:
+                raise ValueError(
+                    f"assignment.rules {rule.name!r}: {', '.join(unknown)} not under [[users]]"
+                )
+            if rule.pipeline and rule.pipeline not in self.pipelines:
+                raise ValueError(
+                    f"assignment.rules {rule.name!r}: pipeline {rule.pipeline!r} not configured"
+                )
         return self
 
     @classmethod

@@ -53,7 +53,7 @@ from hub.store.models import (
     Task,
 )
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
-from rules.assignment import Assigner
+from rules.assignment import Assigner, Request
 from rules.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
 
 DEFAULT_CONTACT_WITHIN = timedelta(days=1)
@@ -224,7 +224,7 @@ class LeadPipeline:
                     holders_here.append(contact)
             self._decide(plan, deals.setdefault(contact, []), now)
 
-        owner_changes = await self._assign(conn, plans)
+        owner_changes = await self._assign(conn, plans, now)
         if owner_changes:
             await conn.execute(
                 update(contacts_t)
@@ -410,30 +410,47 @@ class LeadPipeline:
         )
         history.insert(0, plan.deal)
 
-    async def _assign(self, conn: AsyncConnection, plans: Sequence[_Plan]) -> dict[int, int | None]:
-        """Owners for every plan; returns known contacts that get a new owner."""
-        changes: dict[int, int | None] = {}
-        owners = []
+    async def _assign(
+        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
+    ) -> dict[int, int | None]:
+        """Owners for every plan, with one rotation reservation per batch; returns known
+        contacts that get a new owner."""
+        assigner = await Assigner.load(conn, self.settings)
+        # A contact without an active owner is assigned once, for its first request here;
+        # its later requests in the batch follow it.
+        first: dict[_Contact, int] = {}
+        opener: dict[_Contact, _Plan] = {}
+        requests: list[Request] = []
         for plan in plans:
-            if plan.action == "attach" and plan.deal and plan.deal.owner_id:
-                owners.append(plan.deal.owner_id)
+            contact, deal = plan.contact, plan.deal
+            assert contact is not None
+            assert deal is not None
+            if plan.action != "new_deal" and deal.owner_id in assigner.active:
+                continue
+            if contact.owner_id in assigner.active or contact in first:
+                continue
+            first[contact] = len(requests)
+            opener[contact] = plan
+            requests.append(Request(None, plan.lead, plan.pipeline.key))
+        assignments = await assigner.assign(requests, partial(self.reserve, conn), now)
+        changes: dict[int, int | None] = {}
+        for contact, index in first.items():
+            contact.owner_id = assignments[index].owner_id
+            if contact.id is not None:
+                changes[contact.id] = contact.owner_id
+        for plan in plans:
+            contact, deal = plan.contact, plan.deal
+            assert contact is not None
+            assert deal is not None
+            if plan.action != "new_deal" and deal.owner_id in assigner.active:
+                plan.owner_id, plan.rule = deal.owner_id, "contact_owner"
+            elif opener.get(contact) is plan:
+                chosen = assignments[first[contact]]
+                plan.owner_id, plan.rule = chosen.owner_id, chosen.rule
             else:
-                owners.append(plan.contact.owner_id if plan.contact else None)
-        assigner = await Assigner.for_batch(conn, owners, partial(self.reserve, conn))
-        for plan, owner in zip(plans, owners, strict=True):
-            contact = plan.contact
-            assert contact is not None and plan.deal is not None
-            if plan.deal.owner_id is not None and plan.action != "new_deal":
-                assignment = assigner.assign(plan.deal.owner_id)
-            else:
-                assignment = assigner.assign(contact.owner_id if contact.owner_id else owner)
-            plan.owner_id, plan.rule = assignment.owner_id, assignment.rule
-            if contact.owner_id is None or contact.owner_id not in assigner.active:
-                contact.owner_id = assignment.owner_id
-                if contact.id is not None:
-                    changes[contact.id] = assignment.owner_id
+                plan.owner_id, plan.rule = contact.owner_id, "contact_owner"
             if plan.action == "new_deal":
-                plan.deal.owner_id = plan.owner_id
+                deal.owner_id = plan.owner_id
         return changes
 
     # -- writes ---------------------------------------------------------------------------

@@ -1,14 +1,30 @@
-"""Who owns a new deal: the contact's existing owner, else round-robin among managers."""
+"""Who owns a deal. First match wins:
+
+1. the contact's (or the open deal's) owner, while active;
+2. the first ``[[assignment.rules]]`` entry whose conditions (pipeline, source, city,
+   segment, channel) all hold: round-robin among its ``to`` managers;
+3. round-robin among all active managers.
+
+Round-robin skips a manager outside their working hours or at their
+``max_open_deals``; if that leaves nobody, it falls back to everyone in the
+group who is active, so a lead never waits without an owner. Each rotation
+position is a durable counter, so restarts and several hub processes continue
+one rotation. Every assignment names the rule that decided it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.store.models import User
+from hub.config import WEEKDAYS, AssignmentRule, Settings
+from hub.lead import Lead
+from hub.store.models import Deal, User
 
 ROUND_ROBIN = "assign.round_robin"
 
@@ -16,51 +32,157 @@ ROUND_ROBIN = "assign.round_robin"
 @dataclass(frozen=True, slots=True)
 class Assignment:
     owner_id: int | None
-    rule: str  # contact_owner | round_robin | unassigned
+    rule: str  # contact_owner | rule:<name> | round_robin | unassigned, "+ fallback" when forced
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One deal needing an owner: who owns the client already, and what the lead is."""
+
+    preferred: int | None
+    lead: Lead
+    pipeline: str
+
+
+@dataclass(slots=True)
+class _Manager:
+    id: int
+    email: str
+    zone: ZoneInfo
+    hours: tuple[time, time] | None
+    days: set[int]
+    limit: int | None
+    open_deals: int = 0
+
+    def on_duty(self, now: datetime) -> bool:
+        local = now.astimezone(self.zone)
+        if local.weekday() not in self.days:
+            return False
+        if self.hours is None:
+            return True
+        start, end = self.hours
+        return start <= local.time() < end if end > start else True
+
+    def has_room(self) -> bool:
+        return self.limit is None or self.open_deals < self.limit
+
+
+def _hours(text: str | None) -> tuple[time, time] | None:
+    if not text:
+        return None
+    start, end = text.split("-")
+    end_time = time(23, 59, 59) if end == "24:00" else time.fromisoformat(end)
+    return time.fromisoformat(start), end_time
+
+
+def _matches(rule: AssignmentRule, request: Request) -> bool:
+    lead = request.lead
+    checks = [
+        (rule.pipeline, request.pipeline),
+        (rule.source, lead.source),
+        (rule.city, lead.city),
+        (rule.segment, lead.segment),
+        (rule.channel, lead.channel),
+    ]
+    return all(
+        want is None or (have is not None and want.strip().lower() == have.strip().lower())
+        for want, have in checks
+    )
 
 
 class Assigner:
-    """Assigns owners for one batch of leads.
-
-    The round-robin position is a durable counter, bumped once per batch by the
-    number of leads that need it, so restarts and several hub processes continue
-    the same rotation instead of starting again from the first manager.
-    """
-
-    def __init__(self, managers: list[int], active: set[int], start: int) -> None:
-        self._managers = managers
+    def __init__(self, settings: Settings, managers: list[_Manager], active: set[int]) -> None:
+        self.settings = settings
+        self.managers = managers
+        self.by_email = {m.email: m for m in managers}
         self.active = active
-        self._next = start
 
     @classmethod
-    async def for_batch(
-        cls,
-        conn: AsyncConnection,
-        owners: list[int | None],
-        reserve: Callable[[str, int], Awaitable[int]],
-    ) -> Assigner:
-        """Prepare to assign a batch whose contacts have ``owners`` (None for new ones).
-
-        ``reserve(counter, n)`` bumps the durable round-robin counter by ``n`` and
-        returns where it stood.
-        """
+    async def load(cls, conn: AsyncConnection, settings: Settings) -> Assigner:
         users = User.__table__
         rows = (
             await conn.execute(
-                select(users.c.id, users.c.role, users.c.active).order_by(users.c.id)
+                select(users.c.id, users.c.email, users.c.role, users.c.active).order_by(users.c.id)
             )
         ).all()
-        active = {row.id for row in rows if row.active}
-        managers = [row.id for row in rows if row.active and row.role == "manager"]
-        needed = sum(1 for owner in owners if owner is None or owner not in active)
-        start = await reserve(ROUND_ROBIN, needed) if managers and needed else 0
-        return cls(managers, active, start)
+        configured = {u.email: u for u in settings.users}
+        default_zone = ZoneInfo(settings.hub.timezone)
+        managers = []
+        for row in rows:
+            if not row.active or row.role != "manager":
+                continue
+            user = configured.get(row.email)
+            managers.append(
+                _Manager(
+                    id=row.id,
+                    email=row.email,
+                    zone=ZoneInfo(user.timezone) if user and user.timezone else default_zone,
+                    hours=_hours(user.working_hours) if user else None,
+                    days={WEEKDAYS.index(d) for d in user.working_days} if user else set(range(7)),
+                    limit=user.max_open_deals if user else None,
+                )
+            )
+        if any(m.limit for m in managers):
+            deals = Deal.__table__
+            counts = dict(
+                (
+                    await conn.execute(
+                        select(deals.c.owner_id, func.count())
+                        .where(deals.c.status == "open")
+                        .where(deals.c.owner_id.in_([m.id for m in managers]))
+                        .group_by(deals.c.owner_id)
+                    )
+                ).all()
+            )
+            for manager in managers:
+                manager.open_deals = counts.get(manager.id, 0)
+        return cls(settings, managers, {row.id for row in rows if row.active})
 
-    def assign(self, contact_owner: int | None) -> Assignment:
-        if contact_owner is not None and contact_owner in self.active:
-            return Assignment(contact_owner, "contact_owner")
-        if not self._managers:
-            return Assignment(None, "unassigned")
-        owner = self._managers[self._next % len(self._managers)]
-        self._next += 1
-        return Assignment(owner, "round_robin")
+    def _group(self, request: Request) -> tuple[str, str, list[_Manager]]:
+        """(counter, rule label, managers) for a request without an owner."""
+        for rule in self.settings.assignment.rules:
+            if _matches(rule, request):
+                group = [self.by_email[e] for e in rule.to if e in self.by_email]
+                if group:
+                    return f"assign.rule.{rule.name}", f"rule:{rule.name}", group
+        return ROUND_ROBIN, "round_robin", self.managers
+
+    async def assign(
+        self,
+        requests: Sequence[Request],
+        reserve: Callable[[str, int], Awaitable[int]],
+        now: datetime,
+    ) -> list[Assignment]:
+        results: list[Assignment | None] = [None] * len(requests)
+        pending: dict[str, list[int]] = {}
+        groups: dict[str, tuple[str, list[_Manager]]] = {}
+        for index, request in enumerate(requests):
+            if request.preferred is not None and request.preferred in self.active:
+                results[index] = Assignment(request.preferred, "contact_owner")
+                continue
+            counter, label, group = self._group(request)
+            if not group:
+                results[index] = Assignment(None, "unassigned")
+                continue
+            pending.setdefault(counter, []).append(index)
+            groups[counter] = (label, group)
+        for counter, indexes in pending.items():
+            label, group = groups[counter]
+            position = await reserve(counter, len(indexes))
+            for index in indexes:
+                manager, forced = self._next(group, position, now)
+                position += 1
+                manager.open_deals += 1
+                results[index] = Assignment(
+                    manager.id, label + (" + fallback: nobody on duty with room" if forced else "")
+                )
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _next(group: list[_Manager], position: int, now: datetime) -> tuple[_Manager, bool]:
+        size = len(group)
+        for step in range(size):
+            manager = group[(position + step) % size]
+            if manager.on_duty(now) and manager.has_room():
+                return manager, False
+        return group[position % size], True
