@@ -58,12 +58,12 @@ async def test_nobody_on_duty_still_gets_the_lead_and_says_so(store_url):
 
 
 def test_a_rule_naming_an_unknown_manager_stops_start_up(tmp_path):
-    with pytest.raises(Exception, match="nobody@example.com not under"):
+    with pytest.raises(ValueError, match=r"nobody@example\.com not under"):
         make_settings(
             "sqlite+aiosqlite:///x.db",
             assignment={"rules": [{"name": "x", "to": ["nobody@example.com"]}]},
         )
     bad = tmp_path / "config.toml"
     bad.write_text('[[users]]\nemail = "a@b.ru"\nname = "A"\nworking_hours = "9-18"\n')
-    with pytest.raises(ConfigError, match="users.0.working_hours"):
+    with pytest.raises(ConfigError, match=r"users\.0\.working_hours"):
         load_settings(bad)
