@@ -439,6 +439,52 @@ def contacts_unmerge(ctx: click.Context, merge_id: int) -> None:
     click.echo(f"restored contact {result['other_id']} beside {result['keep_id']}")
 
 
+@main.group("import")
+def import_() -> None:
+    """Bring data in from files."""
+
+
+@import_.command("contacts")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--map",
+    "mapping",
+    default=None,
+    help="Columns as 'Header=field,...' (fields: name, first_name, last_name, "
+    "middle_name, phone, email, company, city, segment, external_id, owner, "
+    "ignore). Default: guessed from the headers, Russian or English.",
+)
+@click.pass_context
+def import_contacts_cmd(ctx: click.Context, file: Path, mapping: str | None) -> None:
+    """Import contacts from a CSV or XLSX FILE, matching each row against the store."""
+    from hub.importer import ImportFailed, import_contacts, parse_mapping, read_rows
+    from hub.leads import LeadPipeline
+    from hub.store.ops import bump_counter, sync_config
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> Any:
+        async with store.write() as conn:
+            catalog = await sync_config(conn, settings)
+        pipeline = LeadPipeline(catalog, settings, bump_counter)
+        explicit = parse_mapping(mapping, read_rows(file)[0]) if mapping else None
+        return await import_contacts(store, pipeline, file, explicit)
+
+    try:
+        report = _run(_with_store(settings, go))
+    except ImportFailed as error:
+        click.echo(f"cannot import: {error}", err=True)
+        sys.exit(2)
+    columns = ", ".join(f"{h} → {f}" for h, f in report.mapping.items())
+    click.echo(f"columns: {columns}")
+    click.echo(
+        f"created {report.created}, merged {report.merged}, flagged {report.flagged}, "
+        f"rejected {len(report.rejected)}"
+    )
+    for number, reason in report.rejected:
+        click.echo(f"  row {number}: {reason}")
+
+
 @main.group()
 def dedupe() -> None:
     """Duplicate contacts: find them, review them."""

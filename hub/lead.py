@@ -46,6 +46,8 @@ class Lead(BaseModel):
     segment: str | None = None
     utm: dict[str, str] = {}
     custom: dict[str, Any] = {}
+    external_id: str | None = None  # the client's id in another system (an import's key)
+    owner: str | None = None  # email of the manager who should own a new contact (imports)
     pipeline: str | None = None
     stage: str | None = None
     activity_kind: str = "form"

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import MatchingSection, Settings
@@ -51,6 +51,7 @@ from hub.store.models import (
     DuplicateCandidate,
     StageChange,
     Task,
+    User,
 )
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
 from rules.assignment import Assigner, Request
@@ -196,19 +197,25 @@ class LeadPipeline:
 
     # -- the batch ------------------------------------------------------------------------
 
-    async def run(self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime) -> list[dict]:
-        """Write what ``plans`` become in ``conn``'s transaction; one result per plan."""
+    async def _match_all(
+        self, conn: AsyncConnection, plans: Sequence[_Plan]
+    ) -> tuple[dict[int, _Contact], list[_Plan]]:
+        """Find each plan's contact (known, new, or made earlier in the batch)."""
         keys = sorted({(p.kind, p.normalized) for plan in plans for p in plan.points})
         if conn.dialect.name == "postgresql" and keys:
             await self._lock(conn, keys)
         holders = await self._holders(conn, keys)
-        contacts = await self._contacts(conn, {cid for ids in holders.values() for cid in ids})
-        deals = await self._deals(conn, contacts)
+        ids = {cid for found in holders.values() for cid in found}
+        by_external = await self._by_external_id(conn, plans)
+        contacts = await self._contacts(conn, ids | set(by_external.values()))
         batch_holders: dict[tuple[str, str], list[_Contact]] = {}
         reviews: list[_Plan] = []
-
         for plan in plans:
-            self._match(plan, holders, contacts, batch_holders)
+            known = by_external.get(plan.lead.external_id or "")
+            if known is not None:
+                plan.contact, plan.match = contacts[known], Score(1.0, ("same external id",))
+            else:
+                self._match(plan, holders, contacts, batch_holders)
             if plan.review is not None:
                 reviews.append(plan)
             contact = plan.contact
@@ -222,7 +229,98 @@ class LeadPipeline:
                 holders_here = batch_holders.setdefault(key, [])
                 if contact not in holders_here:
                     holders_here.append(contact)
-            self._decide(plan, deals.setdefault(contact, []), now)
+        return contacts, reviews
+
+    @staticmethod
+    async def _by_external_id(conn: AsyncConnection, plans: Sequence[_Plan]) -> dict[str, int]:
+        wanted = sorted({p.lead.external_id for p in plans if p.lead.external_id})
+        if not wanted:
+            return {}
+        rows = await conn.execute(
+            select(contacts_t.c.external_id, contacts_t.c.id)
+            .where(contacts_t.c.external_id.in_(wanted))
+            .order_by(contacts_t.c.id.desc())
+        )
+        return dict(rows.all())
+
+    async def run_contacts(
+        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Place contacts without deals (an import): created, merged into a known one, or
+        created and flagged for review. A merged contact gains the new phones and emails
+        and fills its blank fields; its own values are kept."""
+        contacts, reviews = await self._match_all(conn, plans)
+        owners = dict((await conn.execute(select(User.email, User.id))).all())
+        new_contacts = [c for c in _unique(p.contact for p in plans) if c.id is None]
+        for contact in new_contacts:
+            assert contact.lead is not None
+            contact.owner_id = owners.get((contact.lead.owner or "").lower())
+        await self._insert_contacts(conn, new_contacts, now)
+        await self._insert_points(conn, plans, new_contacts, now)
+        fills = []
+        for plan in plans:
+            contact = plan.contact
+            assert contact is not None
+            if contact.lead is plan.lead:  # this row created it
+                continue
+            lead = plan.lead
+            fills.append(
+                {
+                    "contact_id": contact.id,
+                    "name": lead.name,
+                    "city": lead.city,
+                    "segment": lead.segment,
+                    "external_id": lead.external_id,
+                    "owner": owners.get((lead.owner or "").lower()),
+                }
+            )
+        if fills:
+            await conn.execute(
+                update(contacts_t)
+                .where(contacts_t.c.id == bindparam("contact_id"))
+                .values(
+                    name=func.coalesce(contacts_t.c.name, bindparam("name")),
+                    city=func.coalesce(contacts_t.c.city, bindparam("city")),
+                    segment=func.coalesce(contacts_t.c.segment, bindparam("segment")),
+                    external_id=func.coalesce(contacts_t.c.external_id, bindparam("external_id")),
+                    owner_id=func.coalesce(contacts_t.c.owner_id, bindparam("owner")),
+                    updated_at=now,
+                ),
+                fills,
+            )
+        await self._insert_duplicates(conn, reviews, now)
+        results, events = [], []
+        for plan in plans:
+            contact = plan.contact
+            assert contact is not None
+            created = contact.lead is plan.lead
+            decision = ("flagged" if plan.review else "created") if created else "merged"
+            result: dict[str, Any] = {"decision": decision, "contact_id": contact.id}
+            if plan.match is not None:
+                result["match"] = plan.match.describe()
+            if plan.review is not None:
+                result["possible_duplicate_of"] = plan.review[0].id
+                result["match"] = plan.review[1].describe()
+            results.append(result)
+            events.append(
+                {
+                    "type": "contact.created" if decision != "merged" else "contact.updated",
+                    "subject": "contact",
+                    "subject_id": contact.id,
+                    "payload": {"channel": plan.lead.channel, **result},
+                    "occurred_at": now,
+                }
+            )
+        await conn.execute(insert(events_t), events)
+        return results
+
+    async def run(self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime) -> list[dict]:
+        """Write what ``plans`` become in ``conn``'s transaction; one result per plan."""
+        contacts, reviews = await self._match_all(conn, plans)
+        deals = await self._deals(conn, contacts)
+        for plan in plans:
+            assert plan.contact is not None
+            self._decide(plan, deals.setdefault(plan.contact, []), now)
 
         owner_changes = await self._assign(conn, plans, now)
         if owner_changes:

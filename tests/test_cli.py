@@ -157,3 +157,37 @@ def test_review_merge_and_unmerge_from_the_command_line(config, tmp_path):
     undone = runner.invoke(main, [*base, "contacts", "unmerge", "1"])
     assert undone.exit_code == 0, undone.output
     assert "restored contact 2" in undone.output
+
+
+def test_import_contacts_matches_rows_and_reports_rejects_with_row_numbers(config):
+    example = ROOT / "examples" / "contacts.csv"
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "import", "contacts", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "ФИО → name" in result.output
+    assert "created 3, merged 2, flagged 0, rejected 2" in result.output
+    assert "row 7: no phone or email" in result.output
+    assert "row 8: no valid phone or email in 12-34" in result.output
+    again = runner.invoke(main, ["--config", str(config), "import", "contacts", str(example)])
+    assert "created 0, merged 5" in again.output  # importing twice doubles nothing
+    bad = runner.invoke(
+        main, ["--config", str(config), "import", "contacts", str(example), "--map", "Tel=phone"]
+    )
+    assert bad.exit_code == 2
+    assert "no column 'Tel'" in bad.output
+
+
+def test_import_reads_an_excel_file_with_english_headers(config, tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["First name", "Last name", "Mobile", "Email", "City"])
+    sheet.append(["Anna", "Popova", "+7 926 100-20-30", "anna.popova@gmail.com", "Москва"])
+    sheet.append(["Анна", "Попова", "89261002030", None, None])
+    sheet.append([None, None, None, None, None])
+    path = tmp_path / "leads.xlsx"
+    book.save(path)
+    result = CliRunner().invoke(main, ["--config", str(config), "import", "contacts", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "created 1, merged 1, flagged 0, rejected 0" in result.output
