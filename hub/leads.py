@@ -249,7 +249,7 @@ class LeadPipeline:
         """Place contacts without deals (an import): created, merged into a known one, or
         created and flagged for review. A merged contact gains the new phones and emails
         and fills its blank fields; its own values are kept."""
-        contacts, reviews = await self._match_all(conn, plans)
+        _, reviews = await self._match_all(conn, plans)
         owners = dict((await conn.execute(select(User.email, User.id))).all())
         new_contacts = [c for c in _unique(p.contact for p in plans) if c.id is None]
         for contact in new_contacts:
