@@ -82,3 +82,37 @@ async def test_bad_parameters_get_400_and_unknown_ids_404(hub_client):
     assert (await hub_client.get("/api/v1/deals?limit=x", headers=HEAD)).status == 400
     assert (await hub_client.get("/api/v1/deals/999", headers=HEAD)).status == 404
     assert (await hub_client.get("/api/v1/leads/abc", headers=HEAD)).status == 404
+
+
+async def test_review_and_merge_through_the_api(hub_client):
+    for name, phone in [
+        ("Ольга Лебедева", "+7 916 111-22-33"),
+        ("Лебедева Ольга", "+7 8172 22-33-44"),
+    ]:
+        await hub_client.post(
+            "/forms/contact", data={"fio": name, "email": "info@romashka.ru", "tel": phone}
+        )
+
+    async def flagged():
+        page = await (await hub_client.get("/api/v1/duplicates", headers=HEAD)).json()
+        return page["items"]
+
+    items = await wait_for(flagged)
+    pair = items[0]
+    assert "shared email info@romashka.ru" in pair["reasons"]
+    assert (await hub_client.get("/api/v1/duplicates", headers=ANNA)).status == 403
+    merged = await hub_client.post(
+        f"/api/v1/contacts/{pair['other_id']}/merge",
+        json={"other_id": pair["contact_id"]},
+        headers=HEAD,
+    )
+    assert merged.status == 201
+    merge_id = (await merged.json())["merge_id"]
+    gone = await hub_client.get(f"/api/v1/contacts/{pair['contact_id']}", headers=HEAD)
+    assert gone.status == 404
+    undone = await hub_client.post(f"/api/v1/merges/{merge_id}/undo", headers=HEAD)
+    assert undone.status == 200
+    back = await hub_client.get(f"/api/v1/contacts/{pair['contact_id']}", headers=HEAD)
+    assert back.status == 200
+    again = await hub_client.post(f"/api/v1/merges/{merge_id}/undo", headers=HEAD)
+    assert again.status == 409

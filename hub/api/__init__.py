@@ -1,4 +1,6 @@
-"""The read-only HTTP API: ``GET /api/v1/...`` behind bearer tokens with roles.
+"""The HTTP API: ``/api/v1/...`` behind bearer tokens with roles.
+
+Reads for every role; merging contacts (and undoing it) for head and admin.
 
 Roles: ``admin`` and ``head`` see everything; ``manager`` sees only the deals,
 tasks and contacts they own. Lists are paginated by id (``?after=ID&limit=N``)
@@ -367,6 +369,72 @@ async def get_lead(request: web.Request) -> web.Response:
             "processed_at": _iso(row["processed_at"]),
         }
     )
+
+
+def _may_change(request: web.Request) -> web.Response | None:
+    principal: Principal = request[PRINCIPAL]
+    if principal.role not in ("admin", "head"):
+        return _problem(403, "merging contacts needs a head or admin token")
+    return None
+
+
+@routes.get("/api/v1/duplicates")
+async def list_duplicates(request: web.Request) -> web.Response:
+    """Possible duplicates waiting for review (from intake and `hub dedupe scan`)."""
+    from hub.store.models import DuplicateCandidate
+
+    if (refused := _may_change(request)) is not None:
+        return refused
+    table = DuplicateCandidate.__table__
+    stmt = select(table).where(table.c.status == request.query.get("status", "open"))
+
+    def serialize(row: Any) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "contact_id": row["contact_id"],
+            "other_id": row["other_id"],
+            "score": row["score"],
+            "reasons": row["reasons"]["reasons"],
+            "origin": row["origin"],
+            "status": row["status"],
+            "created_at": _iso(row["created_at"]),
+        }
+
+    return await _page(request, stmt, table.c.id, serialize)
+
+
+@routes.post("/api/v1/contacts/{id}/merge")
+async def merge_contact(request: web.Request) -> web.Response:
+    """Merge ``{"other_id": N}`` into this contact; answers the merge id for undoing it."""
+    from hub.merge import RULE, MergeError, merge_contacts
+
+    if (refused := _may_change(request)) is not None:
+        return refused
+    try:
+        body = await request.json()
+        other = int(body["other_id"])
+    except (ValueError, KeyError, TypeError):
+        return _problem(400, 'send {"other_id": <contact id>}')
+    try:
+        merge_id = await merge_contacts(request.app[HUB_KEY].store, _path_id(request), other)
+    except MergeError as error:
+        return _problem(409 if "no contact" not in str(error) else 404, str(error))
+    return _json(
+        {"merge_id": merge_id, "kept": _path_id(request), "merged": other, "rule": RULE}, status=201
+    )
+
+
+@routes.post("/api/v1/merges/{id}/undo")
+async def undo_merge(request: web.Request) -> web.Response:
+    from hub.merge import MergeError, unmerge
+
+    if (refused := _may_change(request)) is not None:
+        return refused
+    try:
+        result = await unmerge(request.app[HUB_KEY].store, _path_id(request))
+    except MergeError as error:
+        return _problem(404 if "no merge" in str(error) else 409, str(error))
+    return _json(result)
 
 
 def _path_id(request: web.Request) -> int:
