@@ -222,7 +222,8 @@ def generate(people: int, rng: random.Random) -> list[Record]:
         mobile = rng.choice(["912", "903", "916", "926", "985", "950"]) + "".join(
             rng.choice("0123456789") for _ in range(7)
         )
-        login = translit(f"{first}.{last}").lower().replace(" ", "") + str(rng.randrange(100))
+        # A personal mailbox belongs to one person: namesakes get different addresses.
+        login = translit(f"{first}.{last}").lower().replace(" ", "") + str(rng.randrange(10000))
         domain = rng.choice(DOMAINS)
         email = f"{login}@{domain}"
         office = rng.choice(offices) if rng.random() < 0.2 else None

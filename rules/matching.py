@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.normalize import Point
-from rules.similarity import company_similarity, name_similarity, names_conflict
+from rules.similarity import (
+    company_similarity,
+    full_names_agree,
+    name_similarity,
+    names_conflict,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +102,21 @@ class NameMatcher:
 
 
 class CompanyMatcher:
+    """The same company supports; the same full name at the same company is strong.
+
+    Namesakes in one company are rare, and this is what recognises a person who
+    wrote once from their own address and once from the office's shared one.
+    """
+
     name = "company"
 
     def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
         score = company_similarity(lead.company, candidate.company)
-        if score is not None and score >= 0.9:
-            return [Evidence(0.3, "same company")]
-        return []
+        if score is None or score < 0.9:
+            return []
+        if full_names_agree(lead.name, candidate.name):
+            return [Evidence(0.8, "same full name at the same company")]
+        return [Evidence(0.3, "same company")]
 
 
 class CityMatcher:

@@ -46,16 +46,30 @@ def _latin(word: str) -> str:
     return text.replace("ya", "ia").replace("yu", "iu").replace("'", "").replace("j", "i")
 
 
+INITIAL = "."  # marks a token that was an initial: "Ю." → "iu."
+
+
 @lru_cache(maxsize=65536)
 def name_tokens(name: str) -> tuple[str, ...]:
-    """Lower-case Latin tokens of a person's name, diminutives expanded, sorted."""
+    """Lower-case Latin tokens of a person's name, diminutives expanded, sorted.
+
+    An initial is told apart before transliteration (Ю becomes "iu", two letters)
+    and keeps a trailing dot.
+    """
     words = [w for w in _WORD.split(name.lower().replace("ё", "е")) if w]
-    return tuple(sorted(_latin(DIMINUTIVES.get(w, w)) for w in words))
+    return tuple(
+        sorted(_latin(w) + INITIAL if len(w) == 1 else _latin(DIMINUTIVES.get(w, w)) for w in words)
+    )
+
+
+def is_initial(token: str) -> bool:
+    return token.endswith(INITIAL)
 
 
 def _token_score(a: str, b: str) -> float:
-    if len(a) == 1 or len(b) == 1:  # an initial
-        return 1.0 if a[0] == b[0] else 0.0
+    if is_initial(a) or is_initial(b):
+        x, y = a.rstrip(INITIAL), b.rstrip(INITIAL)
+        return 1.0 if x.startswith(y) or y.startswith(x) else 0.0
     return fuzz.ratio(a, b) / 100
 
 
@@ -77,7 +91,7 @@ def _aligned(a: str, b: str) -> tuple[list[tuple[float, bool]], int, int] | None
             continue
         used_i.add(i)
         used_j.add(j)
-        pairs.append((score, len(short[i]) > 1 and len(long_[j]) > 1))
+        pairs.append((score, not is_initial(short[i]) and not is_initial(long_[j])))
     return pairs, len(short), len(long_)
 
 
@@ -100,6 +114,17 @@ def name_similarity(a: str | None, b: str | None) -> float | None:
     if not any(full for _, full in pairs):  # initials only
         result *= 0.5
     return round(result, 3)
+
+
+def full_names_agree(a: str | None, b: str | None) -> bool:
+    """Both names have two or more whole words, and every word has its counterpart."""
+    if not a or not b:
+        return False
+    ta, tb = name_tokens(a), name_tokens(b)
+    if len(ta) < 2 or len(tb) < 2 or any(is_initial(t) for t in (*ta, *tb)):
+        return False
+    aligned = _aligned(a, b)
+    return aligned is not None and all(score >= 0.9 for score, _ in aligned[0])
 
 
 def names_conflict(a: str | None, b: str | None) -> bool:

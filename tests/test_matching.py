@@ -234,3 +234,31 @@ def test_names_match_across_alphabets_order_initials_and_diminutives():
 def test_company_names_match_without_legal_forms_and_quotes():
     assert company_similarity("ООО «Ромашка»", "Romashka LLC") == 1.0
     assert company_similarity("ООО Ромашка", "ООО Лютик") < 0.5
+
+
+def test_an_initial_of_a_two_letter_sound_still_matches_the_name():
+    # Ю, Я, Ж, Ш become two or more Latin letters; the initial must still match.
+    assert name_similarity("Смирнов Ю.", "Юрий Смирнов") == 1.0
+    assert name_similarity("Шевчук Ж.", "Жанна Шевчук") == 1.0
+    assert name_similarity("Смирнов Ю.", "Иван Смирнов") < 0.85
+
+
+async def test_the_same_full_name_at_the_same_company_through_the_office_mailbox(store_url):
+    hub = await run_hub(store_url)
+    try:
+        first = await submit(
+            hub,
+            lead("Сергей Яковлев", "+7 912 700-00-01", "info@romashka.ru", company="ООО «Ромашка»"),
+        )
+        await submit(
+            hub,
+            lead("Ирина Волкова", "+7 912 700-00-02", "info@romashka.ru", company="ООО «Ромашка»"),
+        )
+        again = await submit(
+            hub,
+            lead("Яковлев Сергей", "+7 343 200-00-00", "info@romashka.ru", company="Romashka LLC"),
+        )
+        assert again["contact_id"] == first["contact_id"]
+        assert "same full name at the same company" in again["match"]
+    finally:
+        await hub.stop()
