@@ -291,6 +291,63 @@ def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit:
 
 
 @main.group()
+def tasks() -> None:
+    """Tasks: what each manager must do, and what is overdue."""
+
+
+@tasks.command("list")
+@click.option("--owner", default=None, help="Owner's email.")
+@click.option("--overdue", is_flag=True, help="Only open tasks past their due time.")
+@click.option("--all", "show_all", is_flag=True, help="Done tasks too.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def tasks_list(
+    ctx: click.Context, owner: str | None, overdue: bool, show_all: bool, limit: int
+) -> None:
+    """Open tasks by due time, soonest first, with their deal and owner."""
+    from hub.store.models import Deal, Task, User
+    from hub.store.types import utcnow
+
+    settings = _settings(ctx)
+    show = _local(settings)
+
+    async def go(store: Any) -> list[list[Any]]:
+        stmt = (
+            select(Task.id, Task.title, Task.due_at, Task.done_at, User.email, Deal.id, Deal.title)
+            .outerjoin(User, User.id == Task.owner_id)
+            .outerjoin(Deal, Deal.id == Task.deal_id)
+            .order_by(Task.due_at, Task.id)
+            .limit(limit)
+        )
+        if not show_all:
+            stmt = stmt.where(Task.done_at.is_(None))
+        if overdue:
+            stmt = stmt.where(Task.done_at.is_(None), Task.due_at < utcnow())
+        if owner:
+            stmt = stmt.where(User.email == owner.lower())
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    now = datetime.now(ZoneInfo("UTC"))
+    rows = _run(_with_store(settings, go))
+    _table(
+        ["id", "task", "due", "state", "owner", "deal", "deal title"],
+        [
+            [
+                r[0],
+                r[1],
+                show(r[2]),
+                "done" if r[3] else ("OVERDUE" if r[2] < now else "open"),
+                r[4],
+                r[5],
+                r[6],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@main.group()
 def inbox() -> None:
     """Accepted inbound events: pending, done, dead, spam."""
 
@@ -398,6 +455,65 @@ def users_list(ctx: click.Context) -> None:
 @main.group()
 def contacts() -> None:
     """Contacts: merge duplicates, undo a merge."""
+
+
+@contacts.command("list")
+@click.option("--find", default=None, help="A phone in any format, an email, or part of a name.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
+    """Contacts, newest first, with their phones, emails, owner and open deals."""
+    from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+    from hub.store.models import Contact, ContactPoint, Deal, User
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[list[Any]]:
+        points = (
+            select(
+                func.group_concat(ContactPoint.value, ", ")
+                if store.is_sqlite
+                else func.string_agg(ContactPoint.value, ", ")
+            )
+            .where(ContactPoint.contact_id == Contact.id)
+            .scalar_subquery()
+        )
+        open_deals = (
+            select(func.count())
+            .where(Deal.contact_id == Contact.id, Deal.status == "open")
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Contact.id,
+                Contact.name,
+                points,
+                User.email,
+                open_deals,
+                Contact.city,
+                Contact.segment,
+            )
+            .outerjoin(User, User.id == Contact.owner_id)
+            .order_by(Contact.id.desc())
+            .limit(limit)
+        )
+        if find:
+            keys = []
+            for normalize in (
+                lambda v: normalize_phone(v, settings.hub.default_region),
+                normalize_email,
+            ):
+                try:
+                    keys.append(normalize(find))
+                except InvalidPoint:
+                    continue
+            holders = select(ContactPoint.contact_id).where(ContactPoint.normalized.in_(keys))
+            stmt = stmt.where(Contact.id.in_(holders) | Contact.name.ilike(f"%{find}%"))
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(["id", "name", "phones and emails", "owner", "open deals", "city", "segment"], rows)
 
 
 @contacts.command("merge")

@@ -191,3 +191,22 @@ def test_import_reads_an_excel_file_with_english_headers(config, tmp_path):
     result = CliRunner().invoke(main, ["--config", str(config), "import", "contacts", str(path)])
     assert result.exit_code == 0, result.output
     assert "created 1, merged 1, flagged 0, rejected 0" in result.output
+
+
+def test_contacts_and_tasks_lists_show_what_a_manager_needs(config):
+    seed(config)
+    runner = CliRunner()
+    found = runner.invoke(
+        main, ["--config", str(config), "contacts", "list", "--find", "+7 912 345 67 89"]
+    )
+    assert found.exit_code == 0, found.output
+    assert "Иван Петров" in found.output
+    assert "anna@example.com" in found.output
+    tasks = runner.invoke(
+        main, ["--config", str(config), "tasks", "list", "--owner", "anna@example.com"]
+    )
+    assert tasks.exit_code == 0, tasks.output
+    assert "Связаться с клиентом" in tasks.output
+    assert " open " in tasks.output
+    overdue = runner.invoke(main, ["--config", str(config), "tasks", "list", "--overdue"])
+    assert "Связаться с клиентом" not in overdue.output  # due tomorrow
