@@ -251,7 +251,7 @@ class LeadPipeline:
         and fills its blank fields; its own values are kept."""
         _, reviews = await self._match_all(conn, plans)
         owners = dict((await conn.execute(select(User.email, User.id))).all())
-        new_contacts = [c for c in _unique(p.contact for p in plans) if c.id is None]
+        new_contacts = [c for c in dict.fromkeys(p.contact for p in plans) if c.id is None]
         for contact in new_contacts:
             assert contact.lead is not None
             contact.owner_id = owners.get((contact.lead.owner or "").lower())
@@ -330,7 +330,7 @@ class LeadPipeline:
                 .values(owner_id=bindparam("owner"), updated_at=now),
                 [{"contact_id": cid, "owner": owner} for cid, owner in owner_changes.items()],
             )
-        new_contacts = [c for c in _unique(p.contact for p in plans) if c.id is None]
+        new_contacts = [c for c in dict.fromkeys(p.contact for p in plans) if c.id is None]
         await self._insert_contacts(conn, new_contacts, now)
         await self._insert_points(conn, plans, new_contacts, now)
         await self._reopen(conn, [p for p in plans if p.action == "reopen"], now)
@@ -529,7 +529,7 @@ class LeadPipeline:
                 continue
             first[contact] = len(requests)
             opener[contact] = plan
-            requests.append(Request(None, plan.lead, plan.pipeline.key))
+            requests.append(Request(plan.lead, plan.pipeline.key))
         assignments = await assigner.assign(requests, partial(self.reserve, conn), now)
         changes: dict[int, int | None] = {}
         for contact, index in first.items():
@@ -846,11 +846,3 @@ class LeadPipeline:
         await conn.execute(insert(activities_t), activities)
         await conn.execute(insert(events_t), events)
         return results
-
-
-def _unique(items: Any) -> list[Any]:
-    seen: list[Any] = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen

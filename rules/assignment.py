@@ -1,6 +1,7 @@
 """Who owns a deal. First match wins:
 
-1. the contact's (or the open deal's) owner, while active;
+1. the contact's (or the open deal's) owner, while active (decided by the lead pipeline,
+   which asks this module only for clients without one);
 2. the first ``[[assignment.rules]]`` entry whose conditions (pipeline, source, city,
    segment, channel) all hold: round-robin among its ``to`` managers;
 3. round-robin among all active managers.
@@ -37,9 +38,8 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One deal needing an owner: who owns the client already, and what the lead is."""
+    """One deal whose client has no active owner yet: the lead and its pipeline."""
 
-    preferred: int | None
     lead: Lead
     pipeline: str
 
@@ -157,9 +157,6 @@ class Assigner:
         pending: dict[str, list[int]] = {}
         groups: dict[str, tuple[str, list[_Manager]]] = {}
         for index, request in enumerate(requests):
-            if request.preferred is not None and request.preferred in self.active:
-                results[index] = Assignment(request.preferred, "contact_owner")
-                continue
             counter, label, group = self._group(request)
             if not group:
                 results[index] = Assignment(None, "unassigned")
