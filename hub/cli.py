@@ -552,7 +552,32 @@ def contacts_unmerge(ctx: click.Context, merge_id: int) -> None:
     except MergeError as error:
         click.echo(f"cannot unmerge: {error}", err=True)
         sys.exit(1)
-    click.echo(f"restored contact {result['other_id']} beside {result['keep_id']}")
+    click.echo(f"restored {result['kind']} {result['other_id']} beside {result['keep_id']}")
+
+
+@main.group()
+def companies() -> None:
+    """Companies: merge duplicates (undo with `hub contacts unmerge ID`)."""
+
+
+@companies.command("merge")
+@click.argument("keep", type=int)
+@click.argument("other", type=int)
+@click.pass_context
+def companies_merge(ctx: click.Context, keep: int, other: int) -> None:
+    """Merge company OTHER into KEEP: its contacts and deals move to KEEP."""
+    from hub.merge import MergeError, merge_companies
+
+    settings = _settings(ctx)
+    try:
+        merge_id = _run(_with_store(settings, lambda store: merge_companies(store, keep, other)))
+    except MergeError as error:
+        click.echo(f"cannot merge: {error}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"merged company {other} into {keep} (merge {merge_id}; undo: "
+        f"hub contacts unmerge {merge_id})"
+    )
 
 
 @main.group("import")

@@ -16,6 +16,7 @@ LEAD_FIELDS = (
     "phone",
     "email",
     "company",
+    "tax_id",
     "city",
     "title",
     "message",
@@ -37,6 +38,7 @@ class Lead(BaseModel):
     phones: list[str] = []
     emails: list[str] = []
     company: str | None = None
+    tax_id: str | None = None  # the company's (or sole trader's) tax id, ИНН in Russia
     city: str | None = None
     title: str | None = None
     message: str | None = None

@@ -40,10 +40,12 @@ from hub.normalize import (
     canonical_email,
     email_point,
     normalize_phone,
+    normalize_tax_id,
     phone_point,
 )
 from hub.store.models import (
     Activity,
+    Company,
     Contact,
     ContactPoint,
     Deal,
@@ -56,9 +58,11 @@ from hub.store.models import (
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
 from rules.assignment import Assigner, Request
 from rules.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
+from rules.similarity import company_key
 
 DEFAULT_CONTACT_WITHIN = timedelta(days=1)
 
+companies_t = Company.__table__
 contacts_t = Contact.__table__
 points_t = ContactPoint.__table__
 deals_t = Deal.__table__
@@ -93,6 +97,8 @@ class _Plan:
     new_points: list[Point] = field(default_factory=list)
     task_id: int | None = None
     reopened_from: int | None = None
+    tax_id: str | None = None
+    company_id: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -106,6 +112,8 @@ class _Contact:
     owner_id: int | None
     points: set[tuple[str, str]]
     lead: Lead | None = None  # set for a contact this batch creates
+    company_id: int | None = None
+    tax_id: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -187,7 +195,13 @@ class LeadPipeline:
             canonical = canonical_email(point.normalized, self._dotless, self._plus)
             points.append(Point("email", point.value, canonical))
         unique = list({(p.kind, p.normalized): p for p in points}.values())
-        return _Plan(inbox_id, lead, pipeline, stage, unique, invalid, received_at)
+        plan = _Plan(inbox_id, lead, pipeline, stage, unique, invalid, received_at)
+        if lead.tax_id:
+            try:
+                plan.tax_id = normalize_tax_id(lead.tax_id, self.region)
+            except InvalidPoint:
+                plan.invalid.append(lead.tax_id)
+        return plan
 
     def _is_generic(self, key: tuple[str, str]) -> bool:
         kind, normalized = key
@@ -255,6 +269,10 @@ class LeadPipeline:
         for contact in new_contacts:
             assert contact.lead is not None
             contact.owner_id = owners.get((contact.lead.owner or "").lower())
+        for plan in plans:
+            assert plan.contact is not None
+            plan.owner_id = plan.contact.owner_id
+        await self._companies(conn, plans, now)
         await self._insert_contacts(conn, new_contacts, now)
         await self._insert_points(conn, plans, new_contacts, now)
         fills = []
@@ -323,6 +341,7 @@ class LeadPipeline:
             self._decide(plan, deals.setdefault(plan.contact, []), now)
 
         owner_changes = await self._assign(conn, plans, now)
+        await self._companies(conn, plans, now)
         if owner_changes:
             await conn.execute(
                 update(contacts_t)
@@ -391,10 +410,24 @@ class LeadPipeline:
                 contacts_t.c.city,
                 contacts_t.c.owner_id,
                 contacts_t.c.custom,
-            ).where(contacts_t.c.id.in_(sorted(ids)))
+                contacts_t.c.company_id,
+                companies_t.c.name,
+                companies_t.c.tax_id,
+            )
+            .outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
+            .where(contacts_t.c.id.in_(sorted(ids)))
         )
-        for cid, name, city, owner_id, custom in rows:
-            found[cid] = _Contact(cid, name, (custom or {}).get("company"), city, owner_id, set())
+        for cid, name, city, owner_id, custom, company_id, company, tax_id in rows:
+            found[cid] = _Contact(
+                cid,
+                name,
+                company or (custom or {}).get("company"),
+                city,
+                owner_id,
+                set(),
+                company_id=company_id,
+                tax_id=tax_id,
+            )
         points = await conn.execute(
             select(points_t.c.contact_id, points_t.c.kind, points_t.c.normalized).where(
                 points_t.c.contact_id.in_(sorted(ids))
@@ -446,7 +479,7 @@ class LeadPipeline:
             if self._is_generic(k)
             or len(holders.get(k, [])) + len(batch_holders.get(k, [])) >= self.matching.shared_after
         }
-        incoming = Incoming(lead.name, lead.company, lead.city, plan.points, shared)
+        incoming = Incoming(lead.name, lead.company, lead.city, plan.points, shared, plan.tax_id)
         candidates: list[_Contact] = []
         for k in keys:
             for cid in holders.get(k, []):
@@ -464,6 +497,7 @@ class LeadPipeline:
                 contact.city,
                 contact.owner_id,
                 contact.points,
+                contact.tax_id,
             )
             result = score(incoming, candidate, self.matchers)
             if best is None or result.value > best[1].value:
@@ -473,7 +507,9 @@ class LeadPipeline:
             return
         if best is not None and best[1].value >= self.matching.review:
             plan.review = best
-        plan.contact = _Contact(None, lead.name, lead.company, lead.city, None, set(), lead=lead)
+        plan.contact = _Contact(
+            None, lead.name, lead.company, lead.city, None, set(), lead=lead, tax_id=plan.tax_id
+        )
         plan.decision = "possible_duplicate" if plan.review else "new_contact"
 
     def _decide(self, plan: _Plan, history: list[_Deal], now: datetime) -> None:
@@ -485,11 +521,8 @@ class LeadPipeline:
         if open_deal is not None:
             plan.action, plan.deal, plan.decision = "attach", open_deal, "added_to_open_deal"
             return
-        repeat = (
-            self.settings.pipelines[plan.pipeline.key].repeat
-            if (plan.pipeline.key in self.settings.pipelines)
-            else None
-        )
+        configured = self.settings.pipelines.get(plan.pipeline.key)
+        repeat = configured.repeat if configured else None
         closed = next((d for d in here if d.status in ("won", "lost") and d.closed_at), None)
         if (
             closed is not None
@@ -551,6 +584,81 @@ class LeadPipeline:
                 deal.owner_id = plan.owner_id
         return changes
 
+    async def _companies(
+        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
+    ) -> None:
+        """The company of each lead that names one: found by tax id, else by name key
+        (a company with another tax id is not the same), else created. Contacts
+        without a company get it; new deals carry it."""
+        wanted: list[tuple[_Plan, str | None, str | None]] = []
+        for plan in plans:
+            key = company_key(plan.lead.company) if plan.lead.company else None
+            if plan.tax_id or key:
+                wanted.append((plan, plan.tax_id, key or None))
+        if not wanted:
+            return
+        taxes = sorted({t for _, t, _ in wanted if t})
+        keys = sorted({k for _, _, k in wanted if k})
+        rows = await conn.execute(
+            select(companies_t.c.id, companies_t.c.tax_id, companies_t.c.name_key)
+            .where(or_(companies_t.c.tax_id.in_(taxes), companies_t.c.name_key.in_(keys)))
+            .order_by(companies_t.c.id)
+        )
+        by_tax: dict[str, int] = {}
+        by_key: dict[str, tuple[int, str | None]] = {}
+        for company_id, tax_id, name_key in rows:
+            if tax_id:
+                by_tax.setdefault(tax_id, company_id)
+            if name_key:
+                by_key.setdefault(name_key, (company_id, tax_id))
+        new_rows: list[dict[str, Any]] = []
+        for plan, tax_id, key in wanted:
+            found = by_tax.get(tax_id) if tax_id else None
+            if found is None and key in by_key:
+                company_id, known_tax = by_key[key]
+                if not tax_id or not known_tax or known_tax == tax_id:
+                    found = company_id
+            if found is None:
+                row = {
+                    "name": (plan.lead.company or f"ИНН {tax_id}")[:300],
+                    "name_key": key,
+                    "tax_id": tax_id,
+                    "external_id": None,
+                    "city": plan.lead.city,
+                    "owner_id": plan.owner_id,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                new_rows.append(row)
+                found = -len(new_rows)  # resolved to a real id below
+                if tax_id:
+                    by_tax[tax_id] = found
+                if key:
+                    by_key[key] = (found, tax_id)
+            plan.company_id = found
+        ids = await allocate_ids(conn, companies_t, len(new_rows))
+        for row, company_id in zip(new_rows, ids, strict=True):
+            row["id"] = company_id
+        if new_rows:
+            await conn.execute(insert(companies_t), new_rows)
+        links = []
+        for plan, _, _ in wanted:
+            if plan.company_id is not None and plan.company_id < 0:
+                plan.company_id = ids[-plan.company_id - 1]
+            contact = plan.contact
+            assert contact is not None
+            if contact.company_id is None:
+                contact.company_id = plan.company_id
+                if contact.id is not None:
+                    links.append({"contact_id": contact.id, "company": plan.company_id})
+        if links:
+            await conn.execute(
+                update(contacts_t)
+                .where(contacts_t.c.id == bindparam("contact_id"))
+                .values(company_id=bindparam("company")),
+                links,
+            )
+
     # -- writes ---------------------------------------------------------------------------
 
     @staticmethod
@@ -572,11 +680,11 @@ class LeadPipeline:
                     "owner_id": contact.owner_id,
                     "city": lead.city,
                     "segment": lead.segment,
-                    "external_id": None,
+                    "external_id": lead.external_id,
                     "custom": {"company": lead.company} if lead.company else {},
                     "created_at": now,
                     "updated_at": now,
-                    "company_id": None,
+                    "company_id": contact.company_id,
                 }
             )
         await conn.execute(insert(contacts_t), rows)
@@ -648,7 +756,7 @@ class LeadPipeline:
                     "pipeline_id": plan.pipeline.id,
                     "stage_id": plan.stage.id,
                     "contact_id": plan.contact.id,
-                    "company_id": None,
+                    "company_id": plan.company_id or plan.contact.company_id,
                     "owner_id": plan.owner_id,
                     "amount": lead.amount,
                     "currency": lead.currency,

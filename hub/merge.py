@@ -1,4 +1,4 @@
-"""Merging two contacts into one, and undoing it.
+"""Merging two contacts (or two companies) into one, and undoing it.
 
 Everything attached to the other contact (deals, tasks, notes, activities,
 phones and emails, review flags) moves to the kept one; a phone or email the
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.store import Store
 from hub.store.models import (
     Activity,
+    Company,
     Contact,
     ContactPoint,
     Deal,
@@ -42,6 +43,9 @@ MOVED = {
     "activities": Activity.__table__,
 }
 
+companies = Company.__table__
+COMPANY_FIELDS = ("tax_id", "external_id", "city", "owner_id")
+COMPANY_MOVED = {"contacts": Contact.__table__, "deals": Deal.__table__}
 contacts = Contact.__table__
 points = ContactPoint.__table__
 duplicates = DuplicateCandidate.__table__
@@ -179,14 +183,118 @@ async def merge_contacts(store: Store, keep_id: int, other_id: int) -> int:
         return merge_id
 
 
+async def merge_companies(store: Store, keep_id: int, other_id: int) -> int:
+    """Merge company ``other_id`` into ``keep_id``: its contacts and deals move; the kept
+    company's filled fields win, the other's fill its blanks."""
+    if keep_id == other_id:
+        raise MergeError("a company cannot be merged into itself")
+    async with store.write() as conn:
+        keep = await _row(conn, companies, keep_id)
+        other = await _row(conn, companies, other_id)
+        if keep is None or other is None:
+            raise MergeError(f"no company {keep_id if keep is None else other_id}")
+        if keep["tax_id"] and other["tax_id"] and keep["tax_id"] != other["tax_id"]:
+            raise MergeError(
+                f"companies {keep_id} and {other_id} have different tax ids "
+                f"({keep['tax_id']}, {other['tax_id']}): they are different legal entities"
+            )
+        now = utcnow()
+        moved: dict[str, Any] = {"keep": _dump(companies, keep), "other": _dump(companies, other)}
+        for name, table in COMPANY_MOVED.items():
+            moved[name] = sorted(
+                (
+                    await conn.execute(
+                        update(table)
+                        .where(table.c.company_id == other_id)
+                        .values(company_id=keep_id)
+                        .returning(table.c.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        fill = {
+            f: other[f]
+            for f in COMPANY_FIELDS
+            if keep[f] in (None, "") and other[f] not in (None, "")
+        }
+        if fill:
+            await conn.execute(
+                update(companies).where(companies.c.id == keep_id).values(**fill, updated_at=now)
+            )
+        moved["filled"] = sorted(fill)
+        await conn.execute(delete(companies).where(companies.c.id == other_id))
+        merge_id = (
+            await conn.execute(
+                insert(merges)
+                .values(
+                    kind="company",
+                    keep_id=keep_id,
+                    other_id=other_id,
+                    moved=moved,
+                    rule=RULE,
+                    created_at=now,
+                )
+                .returning(merges.c.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            insert(events).values(
+                type="company.merged",
+                subject="company",
+                subject_id=keep_id,
+                occurred_at=now,
+                payload={
+                    "merge_id": merge_id,
+                    "other_id": other_id,
+                    "contacts": len(moved["contacts"]),
+                    "deals": len(moved["deals"]),
+                },
+            )
+        )
+        return merge_id
+
+
+async def _unmerge_company(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    moved, keep_id, other_id = row["moved"], row["keep_id"], row["other_id"]
+    if await _row(conn, companies, other_id) is not None:
+        raise MergeError(f"company {other_id} exists again; cannot restore it")
+    await conn.execute(insert(companies).values(**_load(companies, moved["other"])))
+    before = _load(companies, moved["keep"])
+    await conn.execute(
+        update(companies)
+        .where(companies.c.id == keep_id)
+        .values(**{f: before[f] for f in (*COMPANY_FIELDS, "updated_at")})
+    )
+    for name, table in COMPANY_MOVED.items():
+        if moved[name]:
+            await conn.execute(
+                update(table).where(table.c.id.in_(moved[name])).values(company_id=other_id)
+            )
+
+
 async def unmerge(store: Store, merge_id: int) -> dict[str, Any]:
-    """Undo merge ``merge_id``: the other contact comes back with what it had."""
+    """Undo merge ``merge_id``: the other contact (or company) comes back with what it had."""
     async with store.write() as conn:
         row = await _row(conn, merges, merge_id)
         if row is None:
             raise MergeError(f"no merge {merge_id}")
         if row["undone_at"] is not None:
             raise MergeError(f"merge {merge_id} was already undone")
+        if row["kind"] == "company":
+            await _unmerge_company(conn, row)
+            now = utcnow()
+            await conn.execute(update(merges).where(merges.c.id == merge_id).values(undone_at=now))
+            await conn.execute(
+                insert(events).values(
+                    type="company.unmerged",
+                    subject="company",
+                    subject_id=row["other_id"],
+                    occurred_at=now,
+                    payload={"merge_id": merge_id, "keep_id": row["keep_id"]},
+                )
+            )
+            return {"kind": "company", "keep_id": row["keep_id"], "other_id": row["other_id"]}
         moved = row["moved"]
         keep_id, other_id = row["keep_id"], row["other_id"]
         if await _row(conn, contacts, other_id) is not None:
@@ -222,4 +330,4 @@ async def unmerge(store: Store, merge_id: int) -> dict[str, Any]:
                 payload={"merge_id": merge_id, "keep_id": keep_id},
             )
         )
-        return {"keep_id": keep_id, "other_id": other_id}
+        return {"kind": "contact", "keep_id": keep_id, "other_id": other_id}

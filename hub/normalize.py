@@ -76,3 +76,33 @@ def canonical_email(
     if domain in dotless:
         local = local.replace(".", "")
     return f"{local}@{domain}"
+
+
+_INN10 = (2, 4, 10, 3, 5, 9, 4, 6, 8)
+_INN11 = (7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
+_INN12 = (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)
+
+
+def _inn_digit(digits: str, weights: tuple[int, ...]) -> int:
+    return sum(int(d) * w for d, w in zip(digits, weights, strict=False)) % 11 % 10
+
+
+def normalize_tax_id(raw: str, region: str = "RU") -> str:
+    """A tax id as digits. In Russia an ИНН: 10 digits (an organisation) or 12 (a person or
+    sole trader) with valid check digits; elsewhere letters and digits, upper-cased."""
+    text = "".join(ch for ch in raw if ch.isalnum()).upper()
+    if region != "RU":
+        if not 5 <= len(text) <= 20:
+            raise InvalidPoint(f"not a tax id: {raw!r}")
+        return text
+    if not text.isdigit():
+        raise InvalidPoint(f"not an ИНН: {raw!r}")
+    if len(text) == 10 and _inn_digit(text, _INN10) == int(text[9]):
+        return text
+    if (
+        len(text) == 12
+        and _inn_digit(text, _INN11) == int(text[10])
+        and _inn_digit(text, _INN12) == int(text[11])
+    ):
+        return text
+    raise InvalidPoint(f"not an ИНН (10 or 12 digits with valid check digits): {raw!r}")

@@ -38,6 +38,7 @@ class Incoming:
     city: str | None
     points: list[Point]
     shared: set[tuple[str, str]] = field(default_factory=set)  # points many people use
+    tax_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class Candidate:
     city: str | None
     owner_id: int | None
     points: set[tuple[str, str]] = field(default_factory=set)
+    tax_id: str | None = None  # of the contact's company
 
 
 class Matcher(Protocol):
@@ -111,12 +113,25 @@ class CompanyMatcher:
     name = "company"
 
     def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
-        score = company_similarity(lead.company, candidate.company)
-        if score is None or score < 0.9:
+        if lead.tax_id and candidate.tax_id:
+            if lead.tax_id != candidate.tax_id:
+                return [Evidence(0.8, "different tax id", doubt=True)]
+            same = True
+            label = "same tax id"
+        else:
+            score = company_similarity(lead.company, candidate.company)
+            same = score is not None and score >= 0.9
+            label = "same company"
+        if not same:
             return []
         if full_names_agree(lead.name, candidate.name):
-            return [Evidence(0.8, "same full name at the same company")]
-        return [Evidence(0.3, "same company")]
+            reason = (
+                "same full name, same tax id"
+                if label == "same tax id"
+                else "same full name at the same company"
+            )
+            return [Evidence(0.8, reason)]
+        return [Evidence(0.4 if label == "same tax id" else 0.3, label)]
 
 
 class CityMatcher:

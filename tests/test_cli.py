@@ -210,3 +210,18 @@ def test_contacts_and_tasks_lists_show_what_a_manager_needs(config):
     assert " open " in tasks.output
     overdue = runner.invoke(main, ["--config", str(config), "tasks", "list", "--overdue"])
     assert "Связаться с клиентом" not in overdue.output  # due tomorrow
+
+
+def test_import_keeps_external_ids_and_matches_by_them_on_the_next_import(config, tmp_path):
+    first = tmp_path / "first.csv"
+    first.write_text("Код клиента,ФИО,Телефон\nA-17,Иван Петров,8 912 345-67-89\n")
+    second = tmp_path / "second.csv"
+    second.write_text("Код клиента,ФИО,Email\nA-17,Петров И.,ivan@petrov.ru\n")
+    runner = CliRunner()
+    base = ["--config", str(config), "import", "contacts"]
+    assert "created 1" in runner.invoke(main, [*base, str(first)]).output
+    assert "created 0, merged 1" in runner.invoke(main, [*base, str(second)]).output
+    found = runner.invoke(
+        main, ["--config", str(config), "contacts", "list", "--find", "ivan@petrov.ru"]
+    )
+    assert "8 912 345-67-89, ivan@petrov.ru" in found.output

@@ -69,6 +69,8 @@ class Company(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
+    # The name without legal form, quotes and case, in Latin letters: how companies are found.
+    name_key: Mapped[str | None] = mapped_column(String(300), index=True)
     tax_id: Mapped[str | None] = mapped_column(String(20), index=True)
     external_id: Mapped[str | None] = mapped_column(String(100), index=True)
     city: Mapped[str | None] = mapped_column(String(100))
@@ -319,6 +321,7 @@ class Merge(Base):
     __tablename__ = "merges"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), default="contact", server_default="contact")
     keep_id: Mapped[int] = mapped_column(Id, index=True)
     other_id: Mapped[int] = mapped_column(Id)
     moved: Mapped[dict[str, Any]] = mapped_column()  # table → ids; snapshots of both rows

@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hub.lead import UTM_FIELDS
-from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+from hub.normalize import InvalidPoint, normalize_email, normalize_phone, normalize_tax_id
 from plugins.webforms.config import Form
 from plugins.webforms.parsing import Fields
 
@@ -56,6 +56,11 @@ def map_fields(
                     errors.append({"field": name, "message": "not an email address"})
                     break
                 lead["emails"].append(value)
+        elif target == "tax_id":
+            try:
+                lead["tax_id"] = normalize_tax_id(values[0], region)
+            except InvalidPoint:
+                errors.append({"field": name, "message": "not a tax id (ИНН)"})
         elif target == "amount":
             try:
                 amount = Decimal(values[0].replace(" ", "").replace(",", "."))

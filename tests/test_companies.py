@@ -1,0 +1,139 @@
+"""Companies: found by tax id or name, linked to contacts and deals, merged and unmerged."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from hub.merge import MergeError, merge_companies, unmerge
+from hub.store.models import Company, Contact, Deal
+from hub.store.types import utcnow
+from tests.test_matching import lead, run_hub, submit
+from tests.test_merge import snapshot
+
+SBER = "7707083893"  # a real, valid ИНН
+
+
+async def companies(hub):
+    async with hub.store.read() as conn:
+        return [
+            dict(r)
+            for r in (await conn.execute(select(Company.__table__).order_by(Company.id))).mappings()
+        ]
+
+
+async def test_leads_of_one_company_share_one_company_record(store_url):
+    hub = await run_hub(store_url)
+    try:
+        a = await submit(
+            hub, lead("Ирина Волкова", "+7 912 800-00-01", company="ООО «Ромашка»", tax_id=SBER)
+        )
+        b = await submit(hub, lead("Сергей Морозов", "+7 912 800-00-02", company="Romashka LLC"))
+        c = await submit(hub, lead("Павел Зайцев", "+7 912 800-00-03", company="ООО Лютик"))
+        found = await companies(hub)
+        assert [(x["name"], x["tax_id"]) for x in found] == [
+            ("ООО «Ромашка»", SBER),
+            ("ООО Лютик", None),
+        ]
+        async with hub.store.read() as conn:
+            contact_companies = dict(
+                (await conn.execute(select(Contact.id, Contact.company_id))).all()
+            )
+            deal_companies = dict((await conn.execute(select(Deal.id, Deal.company_id))).all())
+        assert contact_companies[a["contact_id"]] == contact_companies[b["contact_id"]] == 1
+        assert contact_companies[c["contact_id"]] == 2
+        assert deal_companies[b["deal_id"]] == 1
+    finally:
+        await hub.stop()
+
+
+async def test_the_same_name_with_another_tax_id_is_another_company(store_url):
+    hub = await run_hub(store_url)
+    try:
+        await submit(
+            hub, lead("Ирина Волкова", "+7 912 800-00-01", company="ООО Ромашка", tax_id=SBER)
+        )
+        await submit(
+            hub,
+            lead(
+                "Сергей Морозов", "+7 912 800-00-02", company="ООО Ромашка", tax_id="500100732259"
+            ),
+        )
+        assert len(await companies(hub)) == 2
+    finally:
+        await hub.stop()
+
+
+async def test_the_same_full_name_and_tax_id_joins_across_different_phones(store_url):
+    hub = await run_hub(store_url)
+    try:
+        first = await submit(
+            hub,
+            lead(
+                "Ирина Волкова",
+                "+7 912 800-00-01",
+                "info@romashka.ru",
+                company="Ромашка",
+                tax_id=SBER,
+            ),
+        )
+        again = await submit(
+            hub, lead("Волкова Ирина", "+7 343 111-11-11", "info@romashka.ru", tax_id=SBER)
+        )
+        assert again["contact_id"] == first["contact_id"]
+        assert "same full name, same tax id" in again["match"]
+    finally:
+        await hub.stop()
+
+
+async def test_a_wrong_tax_id_on_a_form_is_a_field_error(hub_client):
+    response = await hub_client.post(
+        "/forms/contact", json={"fio": "Иван", "tel": "+7 912 345-67-89", "tax_id": "7707083894"}
+    )
+    assert response.status == 422
+    assert {"field": "tax_id", "message": "not a tax id (ИНН)"} in (await response.json())["fields"]
+
+
+async def test_company_merge_moves_contacts_and_deals_and_unmerge_restores(store_url):
+    hub = await run_hub(store_url)
+    try:
+        await submit(hub, lead("Ирина Волкова", "+7 912 800-00-01", company="Ромашка"))
+        await submit(
+            hub, lead("Сергей Морозов", "+7 912 800-00-02", company="Ромашка-Урал", tax_id=SBER)
+        )
+        before = await snapshot(hub)
+        before_companies = await companies(hub)
+        merge_id = await merge_companies(hub.store, 1, 2)
+        after = await companies(hub)
+        assert [(c["id"], c["tax_id"]) for c in after] == [(1, SBER)]  # the blank was filled
+        state = await snapshot(hub)
+        assert {c["company_id"] for c in state["contacts"]} == {1}
+        assert {d["company_id"] for d in state["deals"]} == {1}
+        await unmerge(hub.store, merge_id)
+        assert await snapshot(hub) == before
+        assert await companies(hub) == before_companies
+    finally:
+        await hub.stop()
+
+
+async def test_companies_with_different_tax_ids_are_not_merged(sqlite_url):
+    hub = await run_hub(sqlite_url)
+    try:
+        now = utcnow()
+        async with hub.store.write() as conn:
+            await conn.execute(
+                Company.__table__.insert(),
+                [
+                    {"name": "Ромашка", "tax_id": SBER, "created_at": now, "updated_at": now},
+                    {
+                        "name": "Ромашка",
+                        "tax_id": "500100732259",
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                ],
+            )
+        with pytest.raises(MergeError, match="different legal entities"):
+            await merge_companies(hub.store, 1, 2)
+    finally:
+        await hub.stop()
