@@ -23,7 +23,7 @@ async def test_migrations_build_exactly_the_models_and_can_be_undone_and_redone(
 
         config = store.alembic_config()
 
-        def down(connection):  # noqa: ANN001, ANN202
+        def down(connection):
             config.attributes["connection"] = connection
             command.downgrade(config, "0001")
 
