@@ -33,6 +33,7 @@ FIELDS = (
     "phone",
     "email",
     "company",
+    "tax_id",
     "city",
     "segment",
     "external_id",
@@ -70,6 +71,7 @@ HEADERS = {
     ],
     "email": ["email", "e-mail", "e mail", "почта", "эл. почта", "электронная почта", "mail"],
     "company": ["company", "компания", "организация", "название компании", "контрагент"],
+    "tax_id": ["inn", "инн", "tax id", "tax_id", "инн компании", "инн/кпп"],
     "city": ["city", "город"],
     "segment": ["segment", "сегмент", "тип клиента"],
     "external_id": [
@@ -194,6 +196,7 @@ def row_to_lead(values: dict[str, list[str]]) -> Lead:
         phones=phones,
         emails=emails,
         company=first("company"),
+        tax_id=first("tax_id"),
         city=first("city"),
         segment=first("segment"),
         external_id=first("external_id"),

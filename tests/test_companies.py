@@ -137,3 +137,46 @@ async def test_companies_with_different_tax_ids_are_not_merged(sqlite_url):
             await merge_companies(hub.store, 1, 2)
     finally:
         await hub.stop()
+
+
+def test_an_import_with_an_inn_column_links_contacts_to_one_company(tmp_path):
+    from click.testing import CliRunner
+
+    from hub.cli import main
+    from tests.conftest import ROOT
+
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.example.toml").read_text())
+    table = tmp_path / "clients.csv"
+    table.write_text(
+        "ФИО;Телефон;Компания;ИНН\n"
+        f"Ирина Волкова;+7 912 800-00-01;ПАО Сбербанк;{SBER}\n"
+        f"Сергей Морозов;+7 912 800-00-02;Сбербанк России;{SBER}\n"
+        "Павел Зайцев;+7 912 800-00-03;ООО Лютик;1234567890\n"
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(config), "import", "contacts", str(table)])
+    assert result.exit_code == 0, result.output
+    assert "ИНН → tax_id" in result.output
+    assert "created 3" in result.output
+    listed = runner.invoke(main, ["--config", str(config), "contacts", "list"])
+    assert listed.exit_code == 0
+
+    import asyncio
+
+    from hub.config import load_settings
+    from hub.store import Store
+
+    async def linked():
+        store = Store(load_settings(config).store_url)
+        async with store.read() as conn:
+            rows = (await conn.execute(select(Contact.name, Contact.company_id))).all()
+            names = (await conn.execute(select(Company.name, Company.tax_id))).all()
+        await store.close()
+        return dict(rows), names
+
+    rows, names = asyncio.run(linked())
+    assert rows["Ирина Волкова"] == rows["Сергей Морозов"] is not None
+    assert rows["Павел Зайцев"] is not None  # a wrong ИНН keeps the company by name
+    assert (names[0][0], names[0][1]) == ("ПАО Сбербанк", SBER)
+    assert names[1][1] is None
