@@ -180,3 +180,43 @@ def test_an_import_with_an_inn_column_links_contacts_to_one_company(tmp_path):
     assert rows["Павел Зайцев"] is not None  # a wrong ИНН keeps the company by name
     assert (names[0][0], names[0][1]) == ("ПАО Сбербанк", SBER)
     assert names[1][1] is None
+
+
+async def test_companies_through_the_api(hub_client):
+    from tests.test_api import ANNA, HEAD, wait_for
+
+    for name, phone, company in [
+        ("Ирина Волкова", "+7 912 800-00-01", "ООО «Ромашка»"),
+        ("Сергей Морозов", "+7 912 800-00-02", "Ромашка ООО"),
+        ("Павел Зайцев", "+7 912 800-00-03", "Romashka Group LLC"),
+    ]:
+        await hub_client.post(
+            "/forms/contact", json={"fio": name, "tel": phone, "company": company}
+        )
+
+    async def two():
+        page = await (await hub_client.get("/api/v1/companies", headers=HEAD)).json()
+        return page["items"] if len(page["items"]) == 2 else None
+
+    items = await wait_for(two)
+    found = await (
+        await hub_client.get("/api/v1/companies", params={"q": "Romashka LLC"}, headers=HEAD)
+    ).json()
+    assert [c["id"] for c in found["items"]] == [items[0]["id"]]
+    detail = await (
+        await hub_client.get(f"/api/v1/companies/{items[0]['id']}", headers=HEAD)
+    ).json()
+    assert len(detail["contacts"]) == 2
+    assert {d["company_id"] for d in detail["deals"]} == {items[0]["id"]}
+    refused = await hub_client.post(
+        f"/api/v1/companies/{items[0]['id']}/merge", json={"other_id": items[1]["id"]}, headers=ANNA
+    )
+    assert refused.status == 403
+    merged = await hub_client.post(
+        f"/api/v1/companies/{items[0]['id']}/merge", json={"other_id": items[1]["id"]}, headers=HEAD
+    )
+    assert merged.status == 201
+    detail = await (
+        await hub_client.get(f"/api/v1/companies/{items[0]['id']}", headers=HEAD)
+    ).json()
+    assert len(detail["contacts"]) == 3

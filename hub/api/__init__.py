@@ -24,6 +24,7 @@ from hub.context import Hub
 from hub.normalize import InvalidPoint, normalize_email, normalize_phone
 from hub.store.models import (
     Activity,
+    Company,
     Contact,
     ContactPoint,
     Deal,
@@ -141,6 +142,7 @@ def _deal(row: Any) -> dict[str, Any]:
         "stage_name": row["stage_name"],
         "status": row["status"],
         "contact_id": row["contact_id"],
+        "company_id": row["company_id"],
         "owner_id": row["owner_id"],
         "owner": row["owner_email"],
         "amount": row["amount"],
@@ -332,6 +334,84 @@ async def get_contact(request: web.Request) -> web.Response:
     return _json(contact)
 
 
+def _company(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "tax_id": row["tax_id"],
+        "external_id": row["external_id"],
+        "city": row["city"],
+        "owner_id": row["owner_id"],
+        "created_at": _iso(row["created_at"]),
+    }
+
+
+@routes.get("/api/v1/companies")
+async def list_companies(request: web.Request) -> web.Response:
+    """Companies; ``?q=`` finds by tax id or by name in any spelling of its legal form."""
+    from rules.similarity import company_key
+
+    stmt = select(Company.__table__)
+    scope = await _owner_scope(request)
+    if scope is not False:
+        stmt = stmt.where(Company.owner_id == scope)
+    q = request.query.get("q", "").strip()
+    if q:
+        digits = "".join(ch for ch in q if ch.isdigit())
+        stmt = stmt.where(
+            or_(
+                Company.tax_id == digits,
+                Company.name_key == company_key(q),
+                Company.name.ilike(f"%{q}%"),
+            )
+        )
+    return await _page(request, stmt, Company.id, _company)
+
+
+@routes.get("/api/v1/companies/{id}")
+async def get_company(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    company_id = _path_id(request)
+    stmt = select(Company.__table__).where(Company.id == company_id)
+    scope = await _owner_scope(request)
+    if scope is not False:
+        stmt = stmt.where(Company.owner_id == scope)
+    async with hub.store.read() as conn:
+        row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            return _problem(404, f"no company {company_id}")
+        company = _company(row)
+        people = await conn.execute(
+            select(Contact.__table__).where(Contact.company_id == company_id).order_by(Contact.id)
+        )
+        company["contacts"] = [_contact(c) for c in people.mappings()]
+        deals = await conn.execute(
+            _deals_query().where(Deal.company_id == company_id).order_by(Deal.id)
+        )
+        company["deals"] = [_deal(d) for d in deals.mappings()]
+    return _json(company)
+
+
+@routes.post("/api/v1/companies/{id}/merge")
+async def merge_company(request: web.Request) -> web.Response:
+    """Merge ``{"other_id": N}`` into this company; its contacts and deals move here."""
+    from hub.merge import RULE, MergeError, merge_companies
+
+    if (refused := _may_change(request)) is not None:
+        return refused
+    try:
+        other = int((await request.json())["other_id"])
+    except (ValueError, KeyError, TypeError):
+        return _problem(400, 'send {"other_id": <company id>}')
+    try:
+        merge_id = await merge_companies(request.app[HUB_KEY].store, _path_id(request), other)
+    except MergeError as error:
+        return _problem(404 if "no company" in str(error) else 409, str(error))
+    return _json(
+        {"merge_id": merge_id, "kept": _path_id(request), "merged": other, "rule": RULE}, status=201
+    )
+
+
 @routes.get("/api/v1/leads/{id}")
 async def get_lead(request: web.Request) -> web.Response:
     """What became of a submission: its status and, once processed, the deal."""
@@ -374,7 +454,7 @@ async def get_lead(request: web.Request) -> web.Response:
 def _may_change(request: web.Request) -> web.Response | None:
     principal: Principal = request[PRINCIPAL]
     if principal.role not in ("admin", "head"):
-        return _problem(403, "merging contacts needs a head or admin token")
+        return _problem(403, "merging needs a head or admin token")
     return None
 
 
