@@ -25,7 +25,6 @@ def write_config(folder: Path, store_url: str, port: int) -> Path:
     text = (ROOT / "config.example.toml").read_text()
     text = text.replace('url = "sqlite+aiosqlite:///var/hub.db"', f'url = "{store_url}"')
     text = text.replace("port = 8080", f"port = {port}")
-    text = text.replace('level = "info"', 'level = "warning"')
     text = text.replace("rate_limit = 20 ", "rate_limit = 1000000 ")
     path = folder / "config.toml"
     path.write_text(text)

@@ -137,4 +137,7 @@ async def test_sigkill_mid_burst_loses_and_doubles_no_accepted_lead(
     assert figures["stored"] >= figures["accepted"]
     assert figures["deals"] == figures["stored"]
     assert figures["stored"] < LEADS, "the kill came after the burst, not in it"
+    log = (tmp_path / "hub.log").read_text()
+    assert "change-me-" not in log, "a token or secret from the config reached the log"
+    assert "Клиент 1" not in log, "a submission's content reached the log at info level"
     print(f"\n{figures}")
