@@ -89,13 +89,19 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up
         uvloop = None
+    import structlog
+
+    address = (host or settings.hub.host, port or settings.hub.port)
+    structlog.get_logger("hub").info(
+        "hub_listening", url=f"http://{address[0]}:{address[1]}", config=str(ctx.obj["config"])
+    )
     web.run_app(
         build_app(hub),
-        host=host or settings.hub.host,
-        port=port or settings.hub.port,
+        host=address[0],
+        port=address[1],
         shutdown_timeout=settings.hub.shutdown_timeout.total_seconds(),
         access_log=None,
-        print=lambda msg: click.echo(msg, err=True),
+        print=None,
         loop=uvloop.new_event_loop() if uvloop else None,
         handle_signals=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -140,4 +141,6 @@ async def test_sigkill_mid_burst_loses_and_doubles_no_accepted_lead(
     log = (tmp_path / "hub.log").read_text()
     assert "change-me-" not in log, "a token or secret from the config reached the log"
     assert "Клиент 1" not in log, "a submission's content reached the log at info level"
+    events = [json.loads(line) for line in log.splitlines() if line.strip()]  # one JSON a line
+    assert any(e["event"] == "hub_listening" for e in events)
     print(f"\n{figures}")
