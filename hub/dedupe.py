@@ -1,10 +1,13 @@
 """Finding duplicate contacts already in the store (after an import, say).
 
-Blocking: only contacts that share a normalized phone or email are compared,
-found with one grouped query over the contact-point index. A point on more
-than ``MAX_GROUP`` contacts (a call centre's number) is evidence of nothing and
-yields no pairs. Each pair is scored by the same matchers as incoming leads;
-pairs at or above ``matching.review`` are written to the review list.
+Blocking: contacts are compared when they share a normalized phone or email
+(one grouped query over the contact-point index), or when their names share a
+block key, a word's first five letters plus another word's initial, in Latin
+letters (``Соколов Дмитрий`` and ``Dmitriy Sokolov`` meet under ``sokol|d``).
+A phone, email or key held by more than ``MAX_GROUP`` contacts (a call
+centre's number, a common name) yields no pairs. Each pair is scored by the
+same matchers as incoming leads; pairs at or above ``matching.review`` go to
+the review list: a scan never merges by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hub.store.models import Contact, ContactPoint, DuplicateCandidate
 from hub.store.ops import dialect_insert
 from hub.store.types import utcnow
 from rules.matching import BUILTIN, Candidate, Incoming, Matcher, score
+from rules.similarity import name_tokens
 
 MAX_GROUP = 50
 CHUNK = 5000
@@ -31,6 +35,11 @@ CHUNK = 5000
 points = ContactPoint.__table__
 contacts = Contact.__table__
 duplicates = DuplicateCandidate.__table__
+
+
+def name_keys(name: str) -> set[str]:
+    tokens = [t.rstrip(".") for t in name_tokens(name)]
+    return {f"{a[:5]}|{b[0]}" for a, b in itertools.permutations(tokens, 2) if len(a) >= 3 and b}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,18 @@ async def scan(
             for holders in groups.values()
             if len(holders) <= MAX_GROUP
             for pair in itertools.combinations(sorted(holders), 2)
+        }
+        blocks: dict[str, list[int]] = {}
+        for cid, name in await conn.execute(
+            select(contacts.c.id, contacts.c.name).where(contacts.c.name.is_not(None))
+        ):
+            for key in name_keys(name):
+                blocks.setdefault(key, []).append(cid)
+        pairs |= {
+            pair
+            for members in blocks.values()
+            if 1 < len(members) <= MAX_GROUP
+            for pair in itertools.combinations(sorted(set(members)), 2)
         }
         ids = sorted({i for pair in pairs for i in pair})
         known: dict[int, _Known] = {}

@@ -218,3 +218,50 @@ async def test_dedupe_scan_finds_an_imported_duplicate_and_writes_pairs(sqlite_u
         assert lines[1].startswith("1C-001,1C-777,")
     finally:
         await hub.stop()
+
+
+async def test_dedupe_scan_compares_namesakes_without_a_shared_phone(store_url):
+    from hub.dedupe import scan
+
+    hub = await run_hub(store_url)
+    try:
+        now = utcnow()
+        people = [
+            (1, "Соколов Дмитрий", "Ромашка", "+79123456789"),  # from the old 1C base
+            (2, "Dmitriy Sokolov", "Romashka LLC", "+79030000001"),  # from the web shop
+            (3, "Дмитрий Соколов", "Лютик", "+79030000002"),  # a namesake elsewhere
+        ]
+        async with hub.store.write() as conn:
+            await conn.execute(
+                Contact.__table__.insert(),
+                [
+                    {
+                        "id": i,
+                        "name": n,
+                        "external_id": None,
+                        "custom": {"company": c},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i, n, c, _ in people
+                ],
+            )
+            await conn.execute(
+                ContactPoint.__table__.insert(),
+                [
+                    {
+                        "contact_id": i,
+                        "kind": "phone",
+                        "value": p,
+                        "normalized": p,
+                        "created_at": now,
+                    }
+                    for i, _, _, p in people
+                ],
+            )
+        pairs, compared = await scan(hub.store, hub.settings)
+        assert compared == 3  # the three share a name block
+        assert [(p.a, p.b) for p in pairs] == [(1, 2)]
+        assert "same full name at the same company" in pairs[0].reasons
+    finally:
+        await hub.stop()
