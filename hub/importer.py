@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,10 @@ def read_rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         from openpyxl import load_workbook
 
-        sheet = load_workbook(path, read_only=True, data_only=True).active
+        try:
+            sheet = load_workbook(path, read_only=True, data_only=True).active
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
+            raise ImportFailed(f"{path}: not a readable Excel workbook ({error})") from None
         if sheet is None:
             raise ImportFailed(f"{path}: the workbook has no sheet")
         rows = sheet.iter_rows(values_only=True)

@@ -225,3 +225,21 @@ def test_import_keeps_external_ids_and_matches_by_them_on_the_next_import(config
         main, ["--config", str(config), "contacts", "list", "--find", "ivan@petrov.ru"]
     )
     assert "8 912 345-67-89, ivan@petrov.ru" in found.output
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.xlsx", b"not a zip", "not a readable Excel workbook"),
+        ("empty.csv", b"", "no header row"),
+        ("other.csv", b"a,b\n1,2\n", "no phone or email column"),
+    ],
+)
+def test_an_unreadable_import_file_is_refused_with_a_reason(
+    config, tmp_path, name, content, message
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["--config", str(config), "import", "contacts", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
