@@ -25,15 +25,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub import lead_writes as writes
 from hub.config import MatchingSection, Settings
-from hub.lead import UTM_FIELDS, Lead
+from hub.lead import Lead
 from hub.normalize import (
     InvalidPoint,
     Point,
@@ -44,15 +45,11 @@ from hub.normalize import (
     phone_point,
 )
 from hub.store.models import (
-    Activity,
     Company,
     Contact,
     ContactPoint,
     Deal,
     DomainEvent,
-    DuplicateCandidate,
-    StageChange,
-    Task,
     User,
 )
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
@@ -60,17 +57,11 @@ from rules.assignment import Assigner, Request
 from rules.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
 from rules.similarity import company_key
 
-DEFAULT_CONTACT_WITHIN = timedelta(days=1)
-
 companies_t = Company.__table__
 contacts_t = Contact.__table__
 points_t = ContactPoint.__table__
 deals_t = Deal.__table__
-history_t = StageChange.__table__
-tasks_t = Task.__table__
-activities_t = Activity.__table__
 events_t = DomainEvent.__table__
-duplicates_t = DuplicateCandidate.__table__
 
 
 class LeadRejected(ValueError):
@@ -125,14 +116,6 @@ class _Deal:
     owner_id: int | None
     closed_at: datetime | None
     created_by: _Plan | None = None  # the plan in this batch that creates it
-
-
-def deal_title(lead: Lead) -> str:
-    if lead.title:
-        return lead.title[:300]
-    who = lead.name or (lead.phones[0] if lead.phones else None)
-    who = who or (lead.emails[0] if lead.emails else None) or "lead"
-    return who[:300]
 
 
 def lock_key(kind: str, normalized: str) -> int:
@@ -273,8 +256,8 @@ class LeadPipeline:
             assert plan.contact is not None
             plan.owner_id = plan.contact.owner_id
         await self._companies(conn, plans, now)
-        await self._insert_contacts(conn, new_contacts, now)
-        await self._insert_points(conn, plans, new_contacts, now)
+        await writes.insert_contacts(conn, new_contacts, now)
+        await writes.insert_points(conn, plans, new_contacts, now)
         fills = []
         for plan in plans:
             contact = plan.contact
@@ -306,7 +289,7 @@ class LeadPipeline:
                 ),
                 fills,
             )
-        await self._insert_duplicates(conn, reviews, now)
+        await writes.insert_duplicates(conn, reviews, now)
         results, events = [], []
         for plan in plans:
             contact = plan.contact
@@ -350,13 +333,13 @@ class LeadPipeline:
                 [{"contact_id": cid, "owner": owner} for cid, owner in owner_changes.items()],
             )
         new_contacts = [c for c in dict.fromkeys(p.contact for p in plans) if c.id is None]
-        await self._insert_contacts(conn, new_contacts, now)
-        await self._insert_points(conn, plans, new_contacts, now)
-        await self._reopen(conn, [p for p in plans if p.action == "reopen"], now)
-        await self._insert_deals(conn, [p for p in plans if p.action == "new_deal"], now)
-        await self._insert_tasks(conn, plans, now)
-        await self._insert_duplicates(conn, reviews, now)
-        return await self._insert_history(conn, plans, new_contacts, now)
+        await writes.insert_contacts(conn, new_contacts, now)
+        await writes.insert_points(conn, plans, new_contacts, now)
+        await writes.reopen(conn, [p for p in plans if p.action == "reopen"], now)
+        await writes.insert_deals(conn, [p for p in plans if p.action == "new_deal"], now)
+        await writes.insert_tasks(conn, plans, now, self.catalog, self.settings)
+        await writes.insert_duplicates(conn, reviews, now)
+        return await writes.insert_history(conn, plans, new_contacts, now)
 
     async def _lock(self, conn: AsyncConnection, keys: list[tuple[str, str]]) -> None:
         # Sorted, so two batches sharing points take their locks in one order and cannot
@@ -658,299 +641,3 @@ class LeadPipeline:
                 .values(company_id=bindparam("company")),
                 links,
             )
-
-    # -- writes ---------------------------------------------------------------------------
-
-    @staticmethod
-    async def _insert_contacts(
-        conn: AsyncConnection, new_contacts: list[_Contact], now: datetime
-    ) -> None:
-        if not new_contacts:
-            return
-        ids = await allocate_ids(conn, contacts_t, len(new_contacts))
-        rows = []
-        for contact, contact_id in zip(new_contacts, ids, strict=True):
-            contact.id = contact_id
-            lead = contact.lead
-            assert lead is not None
-            rows.append(
-                {
-                    "id": contact_id,
-                    "name": lead.name,
-                    "owner_id": contact.owner_id,
-                    "city": lead.city,
-                    "segment": lead.segment,
-                    "external_id": lead.external_id,
-                    "custom": {"company": lead.company} if lead.company else {},
-                    "created_at": now,
-                    "updated_at": now,
-                    "company_id": contact.company_id,
-                }
-            )
-        await conn.execute(insert(contacts_t), rows)
-
-    @staticmethod
-    async def _insert_points(
-        conn: AsyncConnection, plans: Sequence[_Plan], new_contacts: list[_Contact], now: datetime
-    ) -> None:
-        rows: list[dict[str, Any]] = []
-        done: set[tuple[int, str, str]] = set()
-        for plan in plans:
-            contact = plan.contact
-            assert contact is not None and contact.id is not None
-            fresh = contact in new_contacts
-            for point in plan.points if fresh else plan.new_points:
-                key = (contact.id, point.kind, point.normalized)
-                if key in done:
-                    continue
-                done.add(key)
-                rows.append(
-                    {
-                        "contact_id": contact.id,
-                        "kind": point.kind,
-                        "value": point.value,
-                        "normalized": point.normalized,
-                        "created_at": now,
-                    }
-                )
-        if rows:
-            await conn.execute(insert(points_t), rows)
-
-    async def _reopen(self, conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
-        if not plans:
-            return
-        await conn.execute(
-            update(deals_t)
-            .where(deals_t.c.id == bindparam("deal_id"))
-            .values(
-                status="open",
-                stage_id=bindparam("stage"),
-                stage_entered_at=now,
-                closed_at=None,
-                updated_at=now,
-                owner_id=bindparam("owner"),
-            ),
-            [
-                {"deal_id": p.deal.id, "stage": p.stage.id, "owner": p.owner_id}
-                for p in plans
-                if p.deal is not None
-            ],
-        )
-
-    async def _insert_deals(self, conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
-        if not plans:
-            return
-        ids = await allocate_ids(conn, deals_t, len(plans))
-        rows = []
-        for plan, deal_id in zip(plans, ids, strict=True):
-            assert plan.deal is not None and plan.contact is not None
-            plan.deal.id = deal_id
-            lead = plan.lead
-            custom = dict(lead.custom)
-            if lead.company:
-                custom.setdefault("company", lead.company)
-            rows.append(
-                {
-                    "id": deal_id,
-                    "title": deal_title(lead),
-                    "pipeline_id": plan.pipeline.id,
-                    "stage_id": plan.stage.id,
-                    "contact_id": plan.contact.id,
-                    "company_id": plan.company_id or plan.contact.company_id,
-                    "owner_id": plan.owner_id,
-                    "amount": lead.amount,
-                    "currency": lead.currency,
-                    "source": lead.source,
-                    "segment": lead.segment,
-                    "status": "open",
-                    "loss_reason": None,
-                    "competitor": None,
-                    "custom": custom,
-                    "inbox_id": plan.inbox_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "stage_entered_at": now,
-                    "closed_at": None,
-                    **{name: lead.utm.get(name) for name in UTM_FIELDS},
-                }
-            )
-        await conn.execute(insert(deals_t), rows)
-
-    async def _insert_tasks(
-        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
-    ) -> None:
-        ids = await allocate_ids(conn, tasks_t, len(plans))
-        rows = []
-        for plan, task_id in zip(plans, ids, strict=True):
-            assert plan.deal is not None
-            plan.task_id = task_id
-            if plan.action == "attach":
-                stage = self.catalog.stages_by_id.get(plan.deal.stage_id, plan.stage)
-                title = self._repeat_task(plan)
-            else:
-                stage, title = plan.stage, plan.pipeline.first_task
-            rows.append(
-                {
-                    "id": task_id,
-                    "title": title,
-                    "kind": "call",
-                    "deal_id": plan.deal.id,
-                    "contact_id": plan.contact.id if plan.contact else None,
-                    "owner_id": plan.owner_id,
-                    "due_at": now + (stage.contact_within or DEFAULT_CONTACT_WITHIN),
-                    "done_at": None,
-                    "result": None,
-                    "created_at": now,
-                }
-            )
-        if rows:
-            await conn.execute(insert(tasks_t), rows)
-
-    def _repeat_task(self, plan: _Plan) -> str:
-        configured = self.settings.pipelines.get(plan.pipeline.key)
-        return configured.repeat.task if configured else "Repeat request from the client"
-
-    @staticmethod
-    async def _insert_duplicates(conn: AsyncConnection, plans: list[_Plan], now: datetime) -> None:
-        rows = []
-        for plan in plans:
-            assert plan.review is not None and plan.contact is not None
-            other, result = plan.review
-            if other.id is None or plan.contact.id is None:
-                continue
-            rows.append(
-                {
-                    "contact_id": plan.contact.id,
-                    "other_id": other.id,
-                    "score": result.value,
-                    "reasons": {"reasons": list(result.reasons)},
-                    "origin": "intake",
-                    "status": "open",
-                    "inbox_id": plan.inbox_id,
-                    "created_at": now,
-                }
-            )
-        if rows:
-            await conn.execute(insert(duplicates_t), rows)
-
-    async def _insert_history(
-        self,
-        conn: AsyncConnection,
-        plans: Sequence[_Plan],
-        new_contacts: list[_Contact],
-        now: datetime,
-    ) -> list[dict[str, Any]]:
-        """Stage history, activities, domain events, and each lead's recorded decision."""
-        history, activities, events, results = [], [], [], []
-        announced: set[int] = set()
-        for plan in plans:
-            lead, deal, contact = plan.lead, plan.deal, plan.contact
-            assert deal is not None and contact is not None
-            if plan.action in ("new_deal", "reopen"):
-                history.append(
-                    {
-                        "deal_id": deal.id,
-                        "from_stage_id": plan.reopened_from,
-                        "to_stage_id": plan.stage.id,
-                        "user_id": None,
-                        "changed_at": now,
-                    }
-                )
-            activities.append(
-                {
-                    "kind": lead.activity_kind,
-                    "direction": "in",
-                    "deal_id": deal.id,
-                    "contact_id": contact.id,
-                    "summary": (lead.summary or f"{lead.activity_kind} via {lead.channel}")[:500],
-                    "payload": {
-                        "submission": lead.submission,
-                        "message": lead.message,
-                        "invalid_points": plan.invalid,
-                    },
-                    "inbox_id": plan.inbox_id,
-                    "occurred_at": plan.received_at,
-                }
-            )
-            result: dict[str, Any] = {
-                "decision": plan.decision,
-                "contact_id": contact.id,
-                "deal_id": deal.id,
-                "task_id": plan.task_id,
-                "owner_id": plan.owner_id,
-                "assigned_by": plan.rule,
-            }
-            if plan.match is not None:
-                result["match"] = plan.match.describe()
-            if plan.review is not None:
-                result["possible_duplicate_of"] = plan.review[0].id
-                result["match"] = plan.review[1].describe()
-            results.append(result)
-            common = {"occurred_at": now}
-            events.append(
-                {
-                    "type": "lead.received",
-                    "subject": "lead",
-                    "subject_id": plan.inbox_id,
-                    "payload": {"channel": lead.channel, **result},
-                    **common,
-                }
-            )
-            if contact in new_contacts and contact.id not in announced:
-                announced.add(contact.id)  # type: ignore[arg-type]
-                events.append(
-                    {
-                        "type": "contact.created",
-                        "subject": "contact",
-                        "subject_id": contact.id,
-                        "payload": {"name": contact.name, "owner_id": contact.owner_id},
-                        **common,
-                    }
-                )
-            deal_event = {
-                "new_deal": "deal.created",
-                "attach": "deal.repeat_inquiry",
-                "reopen": "deal.reopened",
-            }[plan.action]
-            events.append(
-                {
-                    "type": deal_event,
-                    "subject": "deal",
-                    "subject_id": deal.id,
-                    "payload": {
-                        "title": deal_title(lead),
-                        "pipeline": plan.pipeline.key,
-                        "stage": plan.stage.key,
-                        "owner_id": plan.owner_id,
-                        "contact_id": contact.id,
-                        "source": lead.source,
-                        "channel": lead.channel,
-                        "lead_id": plan.inbox_id,
-                    },
-                    **common,
-                }
-            )
-            events.append(
-                {
-                    "type": "task.created",
-                    "subject": "task",
-                    "subject_id": plan.task_id,
-                    "payload": {"deal_id": deal.id, "owner_id": plan.owner_id},
-                    **common,
-                }
-            )
-            if plan.review is not None:
-                events.append(
-                    {
-                        "type": "contact.possible_duplicate",
-                        "subject": "contact",
-                        "subject_id": contact.id,
-                        "payload": {"other_id": plan.review[0].id, "score": plan.review[1].value},
-                        **common,
-                    }
-                )
-        if history:
-            await conn.execute(insert(history_t), history)
-        await conn.execute(insert(activities_t), activities)
-        await conn.execute(insert(events_t), events)
-        return results
