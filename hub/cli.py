@@ -202,6 +202,13 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"store at revision {_run(go())}")
 
 
+def _plugin_matchers(settings: Settings) -> list[Any]:
+    """The matchers enabled plugins add, so offline commands judge as the daemon does."""
+    from hub.context import Hub
+
+    return Hub(settings, start_workers=False).matchers()
+
+
 async def _with_store(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     from hub.store import Store
 
@@ -613,7 +620,7 @@ def import_contacts_cmd(ctx: click.Context, file: Path, mapping: str | None) -> 
     async def go(store: Any) -> Any:
         async with store.write() as conn:
             catalog = await sync_config(conn, settings)
-        pipeline = LeadPipeline(catalog, settings, bump_counter)
+        pipeline = LeadPipeline(catalog, settings, bump_counter, _plugin_matchers(settings))
         explicit = parse_mapping(mapping, read_rows(file)[0]) if mapping else None
         return await import_contacts(store, pipeline, file, explicit)
 
@@ -655,7 +662,7 @@ def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
     started = time.perf_counter()
 
     async def go(store: Any) -> tuple[list[Any], int]:
-        pairs, compared = await scan(store, settings)
+        pairs, compared = await scan(store, settings, _plugin_matchers(settings))
         await save_for_review(store, pairs)
         return pairs, compared
 

@@ -68,6 +68,14 @@ class Hub:
         async with self.store.write() as own:
             return await bump_counter(own, counter, n)
 
+    def matchers(self) -> list[Any]:
+        """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""
+        return [
+            matcher
+            for found in self.plugins.pm.hook.hub_matchers(hub=self)
+            for matcher in (found or [])
+        ]
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -75,12 +83,7 @@ class Hub:
         async with self.store.write() as conn:
             self.catalog = await sync_config(conn, self.settings)
         await self.intake.start()
-        matchers = [
-            matcher
-            for found in self.plugins.pm.hook.hub_matchers(hub=self)
-            for matcher in (found or [])
-        ]
-        pipeline = LeadPipeline(self.catalog, self.settings, self.reserve, matchers)
+        pipeline = LeadPipeline(self.catalog, self.settings, self.reserve, self.matchers())
         count = self.settings.intake.workers if not self.store.is_sqlite else 1
         if self.start_workers:
             for index in range(count):
