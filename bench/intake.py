@@ -5,7 +5,9 @@
 *Accepted*: a load generator in its own process posts unique web-form leads over
 keep-alive connections for a fixed time, first to a bare aiohttp handler (reads
 the form, answers 202) and then to the hub (run as ``hub run``, workers on),
-and prints both rates and their ratio. *Processed*: N leads are put in the
+and prints both rates and their ratio. *Accepted, ingress only*: the same with ``intake.process = false`` (another
+process would turn the inbox into deals): the burst capacity of the intake.
+*Processed*: N leads are put in the
 inbox, then the hub's worker turns them into contacts, deals, first tasks,
 activities and events; leads/s is N over the time to drain the inbox. About a
 third of the leads come from contacts already in the store, in another phone
@@ -141,20 +143,24 @@ def bare_rate(seconds: float, concurrency: int) -> float:
         proc.join()
 
 
-def write_config(folder: Path, url: str, port: int) -> Path:
+def write_config(folder: Path, url: str, port: int, process: bool = True) -> Path:
     example = (ROOT / "config.example.toml").read_text()
     example = example.replace('url = "sqlite+aiosqlite:///var/hub.db"', f'url = "{url}"')
     example = example.replace("port = 8080", f"port = {port}")
     example = example.replace('level = "info"', 'level = "warning"')
     example = example.replace("rate_limit = 20 ", "rate_limit = 100000000 ")
+    if not process:
+        example = example.replace("process = true ", "process = false ")
     path = folder / "config.toml"
     path.write_text(example)
     return path
 
 
-def hub_accept_rate(url: str, seconds: float, concurrency: int, folder: Path) -> tuple[float, int]:
+def hub_accept_rate(
+    url: str, seconds: float, concurrency: int, folder: Path, process: bool = True
+) -> tuple[float, int]:
     port = free_port()
-    config = write_config(folder, url, port)
+    config = write_config(folder, url, port, process)
     env = {**os.environ, "HUB_CONFIG": str(config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub", "run"],
@@ -255,10 +261,17 @@ def main() -> None:
                 url_http = asyncio.run(fresh_pg_database("http"))
                 url_proc = asyncio.run(fresh_pg_database("proc"))
             accepted, errors = hub_accept_rate(url_http, args.seconds, args.concurrency, Path(tmp))
+            burst, burst_errors = hub_accept_rate(
+                url_http, args.seconds, args.concurrency, Path(tmp), process=False
+            )
             processed = asyncio.run(processed_rate(url_proc, args.leads))
         print(
             f"{store:10} accepted:         {accepted:8.0f} leads/s  "
             f"ratio to bare {accepted / bare:.2f}  (non-2xx: {errors})"
+        )
+        print(
+            f"{store:10} accepted, ingress only: {burst:8.0f} leads/s  ratio to bare "
+            f"{burst / bare:.2f}  (intake.process = false; non-2xx: {burst_errors})"
         )
         print(
             f"{store:10} processed:        {processed:8.0f} leads/s  "

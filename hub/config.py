@@ -125,6 +125,9 @@ class IntakeSection(Section):
     retry_max: Duration = timedelta(hours=1)
     poll_interval: Duration = timedelta(seconds=1)
     workers: int = Field(1, ge=1, le=32)
+    # false: this process only accepts (an ingress node); another hub process on the same
+    # store turns the inbox into deals.
+    process: bool = True
 
 
 class ApiToken(Section):

@@ -85,7 +85,7 @@ class Hub:
         await self.intake.start()
         pipeline = LeadPipeline(self.catalog, self.settings, self.reserve, self.matchers())
         count = self.settings.intake.workers if not self.store.is_sqlite else 1
-        if self.start_workers:
+        if self.start_workers and self.settings.intake.process:
             for index in range(count):
                 worker = Worker(
                     self.store,

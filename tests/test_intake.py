@@ -184,3 +184,26 @@ def test_channel_ids_are_keys_for_ever_and_long_ones_are_hashed():
     assert (key, previous) == ("id:msg-1", None)
     long_key, _ = idempotency_keys(external_id="x" * 500, fingerprint=None, now=NOW, window=WINDOW)
     assert len(long_key) < 100
+
+
+async def test_an_ingress_only_process_accepts_and_another_turns_the_inbox_into_deals(store_url):
+    ingress = make_hub(make_settings(store_url, intake={"process": False}))
+    await ingress.start()
+    try:
+        accepted = await ingress.intake.accept(
+            "webforms",
+            {"form": "contact", "lead": {"name": "Иван", "phones": ["+7 912 345-67-89"]}},
+        )
+        await asyncio.sleep(0.3)
+        assert (await statuses(ingress))[accepted.id][0] == "pending"  # nobody processes here
+        worker = await started(store_url)
+        try:
+
+            async def done() -> bool:
+                return (await statuses(worker))[accepted.id][0] == "done"
+
+            await wait_for(done)
+        finally:
+            await worker.stop()
+    finally:
+        await ingress.stop()
