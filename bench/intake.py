@@ -5,9 +5,9 @@
 *Accepted*: a load generator in its own process posts unique web-form leads over
 keep-alive connections for a fixed time, first to a bare aiohttp handler (reads
 the form, answers 202) and then to the hub (run as ``hub run``, workers on),
-and prints both rates and their ratio. *Accepted, ingress only*: the same with ``intake.process = false`` (another
-process would turn the inbox into deals): the burst capacity of the intake.
-*Processed*: N leads are put in the
+and prints both rates and their ratio. *Accepted, ingress only*: the same with
+``intake.process = false`` (another process would turn the inbox into deals):
+the burst capacity of the intake. *Processed*: N leads are put in the
 inbox, then the hub's worker turns them into contacts, deals, first tasks,
 activities and events; leads/s is N over the time to drain the inbox. About a
 third of the leads come from contacts already in the store, in another phone
