@@ -14,6 +14,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -70,7 +71,7 @@ def _problem(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
+    if not request.path.startswith("/api/") or request.path == OPENAPI_PATH:
         return await handler(request)
     hub = request.app[HUB_KEY]
     header = request.headers.get("Authorization", "")
@@ -178,6 +179,14 @@ def _deals_query() -> Select[Any]:
 
 
 routes = web.RouteTableDef()
+OPENAPI_PATH = "/api/v1/openapi.json"
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+@routes.get(OPENAPI_PATH)
+async def openapi(request: web.Request) -> web.Response:
+    """The API described for clients and generators; readable without a token."""
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
 
 
 @routes.get("/api/v1/deals")
