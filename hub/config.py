@@ -73,6 +73,8 @@ class HubSection(Section):
     timezone: str = "UTC"
     default_region: str = "RU"
     shutdown_timeout: Duration = timedelta(seconds=30)
+    # Files that arrive with leads; relative to the config file's folder.
+    attachments_dir: str = "var/attachments"
 
     @field_validator("timezone")
     @classmethod
@@ -376,6 +378,13 @@ class Settings(BaseSettings):
             if pipeline.default:
                 return key
         return next(iter(self.pipelines))
+
+    @property
+    def attachments_path(self) -> Path:
+        path = Path(self.hub.attachments_dir)
+        if not path.is_absolute() and self.config_path is not None:
+            path = self.config_path.parent / path
+        return path
 
     @property
     def store_url(self) -> str:

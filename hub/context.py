@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub import events
+from hub.attachments import Attachments
 from hub.config import Settings
 from hub.intake import Intake, Worker
 from hub.lead import Lead
@@ -42,6 +43,7 @@ class Hub:
             echo=settings.store.echo,
         )
         self.intake = Intake(self.store, settings.intake, self.metrics)
+        self.attachments = Attachments(settings.attachments_path)
         self.plugins = plugins if plugins is not None else PluginHost(settings)
         self.plugins.configure(self)
         self.catalog: Catalog | None = None

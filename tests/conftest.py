@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -143,7 +144,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def make_settings(url: str, **overrides: Any) -> Settings:
     data: dict[str, Any] = {
-        "hub": {"timezone": "Europe/Moscow", "default_region": "RU"},
+        "hub": {
+            "timezone": "Europe/Moscow",
+            "default_region": "RU",
+            "attachments_dir": tempfile.mkdtemp(prefix="hub-attachments-"),
+        },
         "store": {"url": url},
         "intake": {
             "poll_interval": "0.05s",

@@ -421,6 +421,41 @@ async def merge_company(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/v1/attachments/{sha256}")
+async def get_attachment(request: web.Request) -> web.StreamResponse:
+    """A file that came with a lead; ``?name=`` sets the download's file name."""
+    from sqlalchemy import String, cast
+
+    hub = request.app[HUB_KEY]
+    sha256 = request.match_info["sha256"]
+    path = hub.attachments.path(sha256)
+    if path is None:
+        return _problem(404, "no such attachment")
+    scope = await _owner_scope(request)
+    if scope is not False:
+        async with hub.store.read() as conn:
+            allowed = (
+                await conn.execute(
+                    select(Activity.id)
+                    .join(Deal, Deal.id == Activity.deal_id)
+                    .where(Deal.owner_id == scope)
+                    .where(cast(Activity.payload, String).contains(sha256))
+                    .limit(1)
+                )
+            ).first()
+        if allowed is None:
+            return _problem(404, "no such attachment")
+    name = request.query.get("name") or sha256
+    safe = "".join(ch for ch in name if ch.isalnum() or ch in "._- ")[:100] or sha256
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Disposition": f'attachment; filename="{safe}"',
+            "Content-Type": "application/octet-stream",
+        },
+    )
+
+
 @routes.get("/api/v1/leads/{id}")
 async def get_lead(request: web.Request) -> web.Response:
     """What became of a submission: its status and, once processed, the deal."""

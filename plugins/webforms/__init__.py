@@ -152,8 +152,23 @@ class WebForms:
                 request, 422, "some fields need fixing", fields=errors, browser=browser, cors=cors
             )
         submission = {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
-        if files:
+        if files and not spam:
+            try:
+                for item in files:
+                    item["sha256"] = await self.hub.attachments.save(item.pop("content"))
+            except OSError:
+                log.exception("webform_attachment_failed")
+                return self._error(
+                    request,
+                    503,
+                    "cannot store the attached file now, retry",
+                    browser=browser,
+                    retry_after=5,
+                    cors=cors,
+                )
             submission["_files"] = files
+        elif files:
+            submission["_files"] = [{k: v for k, v in f.items() if k != "content"} for f in files]
         payload = {
             "form": form_id,
             "lead": lead,

@@ -76,7 +76,7 @@ def parse_json(body: bytes) -> Fields:
 def parse_multipart(
     body: bytes, content_type: str, charset: str
 ) -> tuple[Fields, list[dict[str, object]]]:
-    """Return text fields and a description (name, file name, size, type) of each file."""
+    """Return text fields and each file (field, file name, size, type and its bytes)."""
     if "boundary=" not in content_type:
         raise BadSubmission("multipart/form-data without a boundary")
     message = BytesParser(policy=HTTP).parsebytes(
@@ -99,6 +99,7 @@ def parse_multipart(
                     "filename": filename,
                     "size": len(payload),
                     "content_type": part.get_content_type(),
+                    "content": payload,
                 }
             )
             continue

@@ -219,7 +219,7 @@ async def test_windows_1251_form_is_read_in_its_charset(hub_client):
     assert deal["title"] == "Заявка с сайта: Иван Петров"
 
 
-async def test_multipart_form_with_a_file_keeps_fields_and_describes_the_file(hub_client):
+async def test_multipart_form_with_a_file_keeps_the_file_for_the_manager(hub_client):
     form = aiohttp.FormData()
     form.add_field("fio", "Мария")
     form.add_field("tel", "+7 (495) 123-45-67")
@@ -234,7 +234,34 @@ async def test_multipart_form_with_a_file_keeps_fields_and_describes_the_file(hu
             await conn.execute(select(InboxEvent.payload).where(InboxEvent.id == lead_id))
         ).scalar_one()
     assert payload["submission"]["fio"] == "Мария"
-    assert payload["submission"]["_files"][0]["filename"] == "brief.pdf"
+    attached = payload["submission"]["_files"][0]
+    assert (attached["filename"], attached["size"]) == ("brief.pdf", 12)
+    headers = {"Authorization": "Bearer head-token-0123456789"}
+    download = await hub_client.get(
+        f"/api/v1/attachments/{attached['sha256']}", params={"name": "brief.pdf"}, headers=headers
+    )
+    assert download.status == 200
+    assert await download.read() == b"%PDF-1.4 ..."
+    assert "brief.pdf" in download.headers["Content-Disposition"]
+    anna = {"Authorization": "Bearer anna-token-0123456789"}
+    assert (await hub_client.get("/api/v1/deals/1", headers=headers)).status == 200
+    own = await hub_client.get(f"/api/v1/attachments/{attached['sha256']}", headers=anna)
+    assert own.status == 200  # the first deal is anna's
+
+    other = aiohttp.FormData()
+    other.add_field("fio", "Пётр")
+    other.add_field("tel", "+7 (495) 765-43-21")
+    other.add_field("brief", b"another client's brief", filename="tz.docx")
+    lead_id = (await (await hub_client.post("/forms/contact", data=other)).json())["lead_id"]
+    await wait_for(lambda: deal_for(hub_client, lead_id))
+    async with hub.store.read() as conn:
+        payload = (
+            await conn.execute(select(InboxEvent.payload).where(InboxEvent.id == lead_id))
+        ).scalar_one()
+    sha = payload["submission"]["_files"][0]["sha256"]
+    refused = await hub_client.get(f"/api/v1/attachments/{sha}", headers=anna)
+    assert refused.status == 404  # dmitry's client's file is not anna's to read
+    assert (await hub_client.get("/api/v1/attachments/../../etc", headers=headers)).status == 404
 
 
 def sign(body: bytes, secret: str = "partner-secret-0123456789") -> str:
