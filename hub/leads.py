@@ -199,8 +199,15 @@ class LeadPipeline:
     ) -> tuple[dict[int, _Contact], list[_Plan]]:
         """Find each plan's contact (known, new, or made earlier in the batch)."""
         keys = sorted({(p.kind, p.normalized) for plan in plans for p in plan.points})
-        if conn.dialect.name == "postgresql" and keys:
-            await self._lock(conn, keys)
+        if conn.dialect.name == "postgresql":
+            # Companies are found or created later in the batch; their keys are locked now,
+            # with the points, so every batch takes its locks in one sorted order.
+            companies = {("tax_id", plan.tax_id) for plan in plans if plan.tax_id}
+            companies |= {
+                ("company", company_key(plan.lead.company)) for plan in plans if plan.lead.company
+            }
+            if keys or companies:
+                await self._lock(conn, sorted(set(keys) | companies))
         holders = await self._holders(conn, keys)
         ids = {cid for found in holders.values() for cid in found}
         by_external = await self._by_external_id(conn, plans)

@@ -220,3 +220,23 @@ async def test_companies_through_the_api(hub_client):
         await hub_client.get(f"/api/v1/companies/{items[0]['id']}", headers=HEAD)
     ).json()
     assert len(detail["contacts"]) == 3
+
+
+async def test_one_new_company_from_two_processes_at_once_is_one_company(store_url):
+    import asyncio
+
+    one = await run_hub(store_url, intake={"workers": 2, "batch_size": 1})
+    two = await run_hub(store_url, intake={"workers": 2, "batch_size": 1})
+    try:
+        names = ["ООО «Вектор»", "Вектор ООО", "Vektor LLC", "ООО Вектор"]
+        await asyncio.gather(
+            *(
+                submit(hub, lead(f"Сотрудник {n}-{i}", f"+7 912 9{n}0-00-{i:02d}", company=name))
+                for n, hub in enumerate((one, two))
+                for i, name in enumerate(names)
+            )
+        )
+        assert len(await companies(one)) == 1
+    finally:
+        await one.stop()
+        await two.stop()
