@@ -95,3 +95,51 @@ def test_any_valid_email_normalizes_idempotently(email):
         return  # hypothesis emails include forms email-validator rejects (e.g. special TLDs)
     assert normalize_email(once) == once
     assert once == once.lower()
+
+
+_LOCAL_CHARS = "abcXYZ09.!#$%&'*+/=?^_`{|}~-\" @\\(),:;<>[]йё"
+_DOMAIN_LABELS = st.one_of(
+    st.sampled_from(
+        [
+            "mail",
+            "MAIL",
+            "yandex",
+            "xn--80ak6aa92e",
+            "a-b",
+            "-ab",
+            "ab-",
+            "a_b",
+            "1",
+            "x" * 63,
+            "x" * 64,
+            "почта",
+            "",
+        ]
+    ),
+    st.text("abz09-_", min_size=1, max_size=8),
+)
+_TLDS = st.sampled_from(
+    ["ru", "com", "RU", "test", "local", "localhost", "onion", "123", "рф", "xn--p1ai", ""]
+)
+
+
+@given(
+    st.text(_LOCAL_CHARS, max_size=70),
+    st.lists(_DOMAIN_LABELS, max_size=3),
+    _TLDS,
+)
+def test_the_fast_email_check_agrees_with_email_validator(local, labels, tld):
+    """normalize_email's shortcut for plain addresses answers exactly as email-validator does."""
+    from hub.normalize import _validate_email
+
+    domain = ".".join([*labels, tld]) if tld else ".".join(labels)
+    address = f"{local}@{domain}"
+    try:
+        expected = _validate_email(address, address.strip())
+    except InvalidPoint:
+        expected = None
+    try:
+        got = normalize_email(address)
+    except InvalidPoint:
+        got = None
+    assert got == expected
