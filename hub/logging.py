@@ -62,3 +62,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     # aiohttp's access log is one line per request: far too loud at intake rates.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+
+
+def debug_enabled(name: str) -> bool:
+    """Whether the logger ``name`` writes debug lines: check before building one per lead."""
+    return logging.getLogger(name).isEnabledFor(logging.DEBUG)

@@ -22,6 +22,7 @@ from hub.context import Hub
 from hub.hookspecs import hookimpl
 from hub.intake import IntakeClosed
 from hub.lead import Lead
+from hub.logging import debug_enabled
 from plugins.webforms.config import Form, WebFormsConfig
 from plugins.webforms.mapping import map_fields
 from plugins.webforms.parsing import BadSubmission, parse_body
@@ -99,38 +100,37 @@ class WebForms:
         browser = _is_browser(request)
         origin = request.headers.get("Origin")
         cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
-        structlog.contextvars.bind_contextvars(form_id=form_id)
+        # form_id goes on each log line by hand: binding context variables per request
+        # costs more than the few lines this handler writes.
+        if form is None:
+            return self._error(request, 404, f"unknown form {form_id!r}", browser=browser)
+        if origin and not cors and not _same_origin(request, origin):
+            return self._reject(request, form_id, 403, "origin", f"origin {origin} not allowed")
+        client_ip = self._client_ip(request)
+        wait = self.limiters[form_id].hit(client_ip)
+        if wait:
+            response = self._reject(
+                request, form_id, 429, "rate_limit", "too many submissions, try again later"
+            )
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
+        if request.content_length is not None and request.content_length > form.max_body:
+            return self._reject(
+                request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
+            )
+        body = await _read_bounded(request, form.max_body)
+        if body is None:
+            return self._reject(
+                request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
+            )
+        if not _authorized(form, request, body):
+            return self._reject(request, form_id, 401, "auth", "bad or missing signature")
         try:
-            if form is None:
-                return self._error(request, 404, f"unknown form {form_id!r}", browser=browser)
-            if origin and not cors and not _same_origin(request, origin):
-                return self._reject(request, form_id, 403, "origin", f"origin {origin} not allowed")
-            wait = self.limiters[form_id].hit(self._client_ip(request))
-            if wait:
-                response = self._reject(
-                    request, form_id, 429, "rate_limit", "too many submissions, try again later"
-                )
-                response.headers["Retry-After"] = str(max(1, round(wait)))
-                return response
-            if request.content_length is not None and request.content_length > form.max_body:
-                return self._reject(
-                    request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
-                )
-            body = await _read_bounded(request, form.max_body)
-            if body is None:
-                return self._reject(
-                    request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
-                )
-            if not _authorized(form, request, body):
-                return self._reject(request, form_id, 401, "auth", "bad or missing signature")
-            try:
-                mime = parse_mimetype(request.headers.get("Content-Type", ""))
-                fields, files = parse_body(request.content_type, dict(mime.parameters), body)
-            except BadSubmission as error:
-                return self._reject(request, form_id, error.status, "unreadable", str(error))
-            return await self._accept(request, form_id, form, fields, files, browser, cors)
-        finally:
-            structlog.contextvars.unbind_contextvars("form_id")
+            mime = parse_mimetype(request.headers.get("Content-Type", ""))
+            fields, files = parse_body(request.content_type, dict(mime.parameters), body)
+        except BadSubmission as error:
+            return self._reject(request, form_id, error.status, "unreadable", str(error))
+        return await self._accept(request, form_id, form, fields, files, browser, cors, client_ip)
 
     async def _accept(
         self,
@@ -141,6 +141,7 @@ class WebForms:
         files: list[Any],
         browser: bool,
         cors: dict[str, str],
+        client_ip: str,
     ) -> web.StreamResponse:
         spam = bool(form.honeypot and any(v.strip() for v in fields.get(form.honeypot, [])))
         lead, errors = map_fields(
@@ -157,7 +158,7 @@ class WebForms:
                 for item in files:
                     item["sha256"] = await self.hub.attachments.save(item.pop("content"))
             except OSError:
-                log.exception("webform_attachment_failed")
+                log.exception("webform_attachment_failed", form_id=form_id)
                 return self._error(
                     request,
                     503,
@@ -174,7 +175,7 @@ class WebForms:
             "lead": lead,
             "submission": submission,
             "meta": {
-                "ip": self._client_ip(request),
+                "ip": client_ip,
                 "user_agent": request.headers.get("User-Agent", "")[:300],
                 "referer": request.headers.get("Referer", "")[:500],
                 "origin": request.headers.get("Origin"),
@@ -198,7 +199,7 @@ class WebForms:
                 cors=cors,
             )
         except Exception:
-            log.exception("webform_store_failed")
+            log.exception("webform_store_failed", form_id=form_id)
             return self._error(
                 request,
                 503,
@@ -207,7 +208,13 @@ class WebForms:
                 retry_after=5,
                 cors=cors,
             )
-        log.debug("webform_accepted", lead_id=accepted.id, duplicate=accepted.duplicate, spam=spam)
+        if debug_enabled("plugins.webforms"):
+            log.debug(
+                "webform_accepted",
+                form_id=form_id,
+                lead_id=accepted.id,
+                duplicate=accepted.duplicate,
+            )
         if browser:
             if form.thank_you_url:
                 raise web.HTTPSeeOther(form.thank_you_url, headers=cors)
@@ -233,7 +240,7 @@ class WebForms:
         self, request: web.Request, form_id: str, status: int, reason: str, message: str
     ) -> web.Response:
         self.hub.metrics.rejected.labels(CHANNEL, reason).inc()
-        log.info("webform_rejected", status=status, reason=reason)
+        log.info("webform_rejected", form_id=form_id, status=status, reason=reason)
         form = self.config.forms.get(form_id)
         origin = request.headers.get("Origin")
         cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
@@ -319,6 +326,8 @@ def _authorized(form: Form, request: web.Request, body: bytes) -> bool:
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
     """Read at most ``limit`` bytes of body; None when the body is longer."""
+    if request.content_length is not None and request.content_length <= limit:
+        return await request.read()  # aiohttp reads exactly Content-Length bytes
     chunks = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, model_validator
@@ -61,6 +62,15 @@ class Form(BaseModel):
             ):
                 raise ValueError(f"stage {self.stage!r} is not an open stage of pipeline {key!r}")
         return self
+
+    @cached_property
+    def required_sources(self) -> list[tuple[list[str], str]]:
+        """For each required name: the form fields that fill it, and the field an error names."""
+        out = []
+        for name in self.required:
+            mapped = [f for f, target in self.fields.items() if target == name]
+            out.append(([name, *mapped], mapped[0] if len(mapped) == 1 else name))
+        return out
 
     def target(self, field: str) -> str | None:
         if field in self.fields:

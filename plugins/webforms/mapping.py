@@ -25,19 +25,19 @@ def map_fields(
     errors: list[dict[str, str]] = []
     lead: dict[str, Any] = {"phones": [], "emails": [], "utm": {}, "custom": {}}
 
-    for name in form.required:
-        # A required name is a form field or a lead field any form field maps to.
-        sources = [name, *(f for f in {*fields, *form.fields} if form.target(f) == name)]
-        if not any(v.strip() for f in sources for v in fields.get(f, [])):
-            mapped = [f for f, target in form.fields.items() if target == name]
-            errors.append({"field": mapped[0] if len(mapped) == 1 else name, "message": "required"})
+    # A required name is a form field or a lead field any form field maps to.
+    for sources, label in form.required_sources:
+        if not any(v.strip() for f in sources for v in fields.get(f, ())):
+            errors.append({"field": label, "message": "required"})
 
-    for name, values in fields.items():
+    for name, raw in fields.items():
         target = form.target(name)
-        values = [v.strip() for v in values if v.strip()]
-        if target is None or not values:
+        if target is None:
             continue
-        if any(len(v) > MAX_VALUE for v in values):
+        values = [v for v in map(str.strip, raw) if v]
+        if not values:
+            continue
+        if max(map(len, values)) > MAX_VALUE:
             errors.append({"field": name, "message": f"longer than {MAX_VALUE} characters"})
             continue
         if target == "phone":
