@@ -127,6 +127,10 @@ class IntakeSection(Section):
     retry_max: Duration = timedelta(hours=1)
     poll_interval: Duration = timedelta(seconds=1)
     workers: int = Field(1, ge=1, le=32)
+    # While accepting takes nearly all of this process's CPU (a burst of leads), the workers
+    # wait, so the burst is stored at full speed; a lead waits at most this long, then the
+    # workers take their share again. 0 processes alongside the intake.
+    burst_defer: Duration = timedelta(seconds=30)
     # false: this process only accepts (an ingress node); another hub process on the same
     # store turns the inbox into deals.
     process: bool = True

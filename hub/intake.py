@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Dialect, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import IntakeSection
 from hub.lead import Lead
 from hub.leads import LeadPipeline, LeadRejected
+from hub.logging import debug_enabled
 from hub.store import Store
 from hub.store.models import InboxEvent
 from hub.store.ops import allocate_ids, dialect_insert
@@ -39,6 +43,8 @@ log = structlog.get_logger("hub.intake")
 inbox = InboxEvent.__table__
 
 MAX_KEY = 190
+BURST_PROBE = 0.1  # seconds of CPU use a worker looks at before taking a batch
+BURST_BUSY = 0.6  # share of one core above which the intake is taken to be in a burst
 
 
 class IntakeClosed(RuntimeError):
@@ -50,6 +56,14 @@ class Accepted:
     id: int
     duplicate: bool
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadMark:
+    cpu: float  # process CPU seconds
+    wall: float  # monotonic seconds
+    processing: float  # seconds workers spent on batches
+    stored: int  # events stored
 
 
 @dataclass(slots=True)
@@ -91,6 +105,9 @@ class Intake:
         self.metrics = metrics
         self.new_events = asyncio.Event()
         self.unclaimed = 0  # events this process stored since a worker last claimed
+        self._unclaimed_times: deque[list[float]] = deque()  # [monotonic time, events]
+        self._stored = 0  # events stored by this process, ever
+        self._processing = 0.0  # seconds workers of this process spent on batches, ever
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -156,15 +173,24 @@ class Intake:
                     continue
                 self.metrics.group_commit.observe(len(group))
                 self.metrics.commit_seconds.observe(time.perf_counter() - started)
+                fresh = 0
+                counts: dict[tuple[str, str | None], int] = {}
                 for item, result in zip(group, results, strict=True):
                     if not item.future.done():
                         item.future.set_result(result)
                     if not result.duplicate and result.status == "pending":
-                        self.unclaimed += 1
-                    if result.duplicate:
-                        self.metrics.duplicates.labels(item.channel).inc()
+                        fresh += 1
+                    key = (item.channel, None if result.duplicate else result.status)
+                    counts[key] = counts.get(key, 0) + 1
+                for (channel, status), n in counts.items():
+                    if status is None:
+                        self.metrics.duplicates.labels(channel).inc(n)
                     else:
-                        self.metrics.accepted.labels(item.channel, result.status).inc()
+                        self.metrics.accepted.labels(channel, status).inc(n)
+                self._stored += len(group)
+                if fresh:
+                    self.unclaimed += fresh
+                    self._unclaimed_times.append([time.monotonic(), fresh])
                 self.new_events.set()
             if self._closed and not self._queue:
                 return
@@ -198,40 +224,114 @@ class Intake:
 
     def claimed(self, n: int) -> None:
         self.unclaimed = max(0, self.unclaimed - n)
+        while n > 0 and self._unclaimed_times:
+            entry = self._unclaimed_times[0]
+            taken = min(n, int(entry[1]))
+            entry[1] -= taken
+            n -= taken
+            if entry[1] <= 0:
+                self._unclaimed_times.popleft()
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest event this process stored has waited for a worker."""
+        if not self._unclaimed_times:
+            return 0.0
+        return time.monotonic() - self._unclaimed_times[0][0]
+
+    def load_mark(self) -> _LoadMark:
+        return _LoadMark(time.process_time(), time.monotonic(), self._processing, self._stored)
+
+    def note_processing(self, seconds: float) -> None:
+        """A worker spent ``seconds`` on a batch (not the intake's CPU, for yield_to_burst)."""
+        self._processing += seconds
+
+    async def yield_to_burst(self, limit: float, since: _LoadMark) -> float:
+        """Wait while accepting keeps this process's CPU busy; returns the seconds waited.
+
+        ``since`` is the caller's :meth:`load_mark` from when it last stopped
+        processing. The process's CPU time from then on, less the time workers
+        spent on batches, went to accepting (and other plugins). While that is
+        over ``BURST_BUSY`` of one core and events are still arriving, a batch
+        would take its time from clients waiting for their answers, so the
+        worker waits, until the oldest event it would take has waited ``limit``
+        seconds. In a quiet process, or one busy with its own batches, this
+        returns at once.
+        """
+        mark = since
+        waited = 0.0
+        while limit > 0 and not self._closed and self.oldest_wait() < limit:
+            now = self.load_mark()
+            elapsed = now.wall - mark.wall
+            if elapsed < BURST_PROBE:
+                await asyncio.sleep(BURST_PROBE - elapsed)
+                continue
+            busy = (now.cpu - mark.cpu - (now.processing - mark.processing)) / elapsed
+            if busy < BURST_BUSY or now.stored == mark.stored:
+                break
+            if waited == 0:
+                log.info("worker_deferring_to_burst", cpu=round(busy, 2), waiting=self.unclaimed)
+            mark = now
+            await asyncio.sleep(BURST_PROBE)
+            waited += BURST_PROBE
+            self.metrics.deferred.inc(BURST_PROBE)
+        if waited:
+            log.info(
+                "worker_resumed",
+                deferred_s=round(waited, 2),
+                waiting=self.unclaimed,
+                oldest_s=round(self.oldest_wait(), 2),
+            )
+        return waited
 
     async def _write(self, group: Sequence[_Item]) -> list[Accepted]:
+        if self.store.is_sqlite:
+            return await self._write_sqlite(group)
         async with self.store.write() as conn:
             return await self._insert(conn, group)
 
+    async def _write_sqlite(self, group: Sequence[_Item]) -> list[Accepted]:
+        """Store the group in one trip to the SQLite connection's thread.
+
+        Through SQLAlchemy a group costs seven statements, each a hop from the
+        event loop to aiosqlite's thread and back; under load every hop waits
+        behind the requests being parsed, and that wait, not the disk, bounded
+        the accept rate. Here the whole transaction runs in the thread. Checking
+        out the writer connection is this process's write lock, as for every
+        other write; the values are bound by the columns' own SQLAlchemy types,
+        so the rows are the ones the ORM path would store.
+        """
+        async with self.store.writer.connect() as conn:
+            fairy = await conn.get_raw_connection()
+            driver = fairy.driver_connection  # aiosqlite.Connection
+            # aiosqlite runs callables in its thread with _execute; SQLAlchemy's own
+            # aiosqlite dialect uses the same queue. tests/test_intake.py covers it.
+            return await driver._execute(  # type: ignore[union-attr]
+                _store_group_sqlite,
+                driver._conn,  # type: ignore[union-attr]
+                group,
+                self.settings.dedupe_window,
+                _SqliteBinds.get(conn.dialect),
+            )
+
     async def _insert(self, conn: AsyncConnection, group: Sequence[_Item]) -> list[Accepted]:
-        window = self.settings.dedupe_window
         lookup = {(i.channel, i.key) for i in group}
         lookup |= {(i.channel, i.previous_key) for i in group if i.previous_key}
         existing = await _existing(conn, lookup)
-        results: list[Accepted | None] = [None] * len(group)
-        fresh: dict[tuple[str, str], int] = {}  # (channel, key) → first index in this group
+        results, fresh = _sort_group(group, existing, self.settings.dedupe_window)
         rows = []
-        for index, item in enumerate(group):
-            found = existing.get((item.channel, item.key))
-            if found is None and item.previous_key:
-                earlier = existing.get((item.channel, item.previous_key))
-                if earlier is not None and item.received_at - earlier[2] <= window:
-                    found = earlier
-            if found is not None:
-                results[index] = Accepted(found[0], True, found[1])
-            elif (item.channel, item.key) not in fresh:
-                fresh[(item.channel, item.key)] = index
-                rows.append(
-                    {
-                        "channel": item.channel,
-                        "idem_key": item.key,
-                        "status": item.status,
-                        "payload": item.payload,
-                        "received_at": item.received_at,
-                        "attempts": 0,
-                        "next_attempt_at": item.received_at,
-                    }
-                )
+        for index in fresh.values():
+            item = group[index]
+            rows.append(
+                {
+                    "channel": item.channel,
+                    "idem_key": item.key,
+                    "status": item.status,
+                    "payload": item.payload,
+                    "received_at": item.received_at,
+                    "attempts": 0,
+                    "next_attempt_at": item.received_at,
+                }
+            )
         if rows:
             for row, event_id in zip(rows, await allocate_ids(conn, inbox, len(rows)), strict=True):
                 row["id"] = event_id
@@ -244,12 +344,113 @@ class Intake:
             for row, (key, index) in zip(rows, fresh.items(), strict=True):
                 event_id, status, _ = stored[key]
                 results[index] = Accepted(event_id, event_id != row["id"], status)
-        for index, item in enumerate(group):
-            if results[index] is None:  # a repeat of an event earlier in this group
-                first = results[fresh[(item.channel, item.key)]]
-                assert first is not None
-                results[index] = Accepted(first.id, True, first.status)
-        return [r for r in results if r is not None]
+        return _repeats_in_group(group, results, fresh)
+
+
+_Found = tuple[int, str, datetime]  # id, status, received_at of a stored event
+
+
+def _sort_group(
+    group: Sequence[_Item], existing: dict[tuple[str, str], _Found], window: timedelta
+) -> tuple[list[Accepted | None], dict[tuple[str, str], int]]:
+    """Answer the events already stored; return the rest as (channel, key) → first index."""
+    results: list[Accepted | None] = [None] * len(group)
+    fresh: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(group):
+        found = existing.get((item.channel, item.key))
+        if found is None and item.previous_key:
+            earlier = existing.get((item.channel, item.previous_key))
+            if earlier is not None and item.received_at - earlier[2] <= window:
+                found = earlier
+        if found is not None:
+            results[index] = Accepted(found[0], True, found[1])
+        elif (item.channel, item.key) not in fresh:
+            fresh[(item.channel, item.key)] = index
+    return results, fresh
+
+
+def _repeats_in_group(
+    group: Sequence[_Item], results: list[Accepted | None], fresh: dict[tuple[str, str], int]
+) -> list[Accepted]:
+    """A repeat of an event earlier in the same group gets that event's id."""
+    out = []
+    for index, item in enumerate(group):
+        result = results[index]
+        if result is None:
+            first = results[fresh[(item.channel, item.key)]]
+            assert first is not None
+            result = Accepted(first.id, True, first.status)
+        out.append(result)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _SqliteBinds:
+    """The inbox columns' SQLAlchemy type processors for the raw SQLite path."""
+
+    time_in: Callable[[Any], Any]
+    time_out: Callable[[Any], Any]
+    json_in: Callable[[Any], Any]
+
+    @staticmethod
+    @lru_cache(maxsize=4)
+    def get(dialect: Dialect) -> _SqliteBinds:
+        time_type = inbox.c.received_at.type.dialect_impl(dialect)
+        json_type = inbox.c.payload.type.dialect_impl(dialect)
+        return _SqliteBinds(
+            time_in=time_type.bind_processor(dialect) or (lambda v: v),
+            time_out=time_type.result_processor(dialect, None) or (lambda v: v),
+            json_in=json_type.bind_processor(dialect) or (lambda v: v),
+        )
+
+
+_INSERT_SQLITE = (
+    "INSERT INTO inbox (channel, idem_key, status, payload, received_at, attempts, "
+    "next_attempt_at) VALUES (?, ?, ?, ?, ?, 0, ?)"
+)
+
+
+def _store_group_sqlite(
+    db: sqlite3.Connection, group: Sequence[_Item], window: timedelta, binds: _SqliteBinds
+) -> list[Accepted]:
+    """One write transaction for a group, run in the SQLite connection's own thread."""
+    channels = sorted({i.channel for i in group})
+    keys = sorted({i.key for i in group} | {i.previous_key for i in group if i.previous_key})
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        existing: dict[tuple[str, str], _Found] = {}
+        for start in range(0, len(keys), 900):  # under any SQLite's variable limit
+            chunk = keys[start : start + 900]
+            rows = db.execute(
+                "SELECT id, channel, idem_key, status, received_at FROM inbox"
+                f" WHERE channel IN ({','.join('?' * len(channels))})"
+                f" AND idem_key IN ({','.join('?' * len(chunk))})",
+                [*channels, *chunk],
+            )
+            for event_id, channel, key, status, received in rows:
+                existing[(channel, key)] = (event_id, status, binds.time_out(received))
+        results, fresh = _sort_group(group, existing, window)
+        for index in fresh.values():
+            item = group[index]
+            received = binds.time_in(item.received_at)
+            cursor = db.execute(
+                _INSERT_SQLITE,
+                (
+                    item.channel,
+                    item.key,
+                    item.status,
+                    binds.json_in(item.payload),
+                    received,
+                    received,
+                ),
+            )
+            results[index] = Accepted(cursor.lastrowid or 0, False, item.status)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return _repeats_in_group(group, results, fresh)
 
 
 async def _existing(
@@ -308,17 +509,23 @@ class Worker:
         """Process batches until :meth:`stop`, waiting for the intake between them."""
         poll = self.settings.poll_interval.total_seconds()
         linger = self.settings.batch_linger.total_seconds()
+        defer = self.settings.burst_defer.total_seconds()
         batch = self.settings.batch_size
         while not self._stopping:
+            started = time.monotonic()
             try:
                 done = await self.run_once()
             except Exception:
                 log.exception("worker_batch_failed", worker=self.name)
                 done = 0
                 await asyncio.sleep(poll)
+            intake.note_processing(time.monotonic() - started)
             intake.claimed(done)
+            idle_since = intake.load_mark()
             if done < batch and not self._stopping:
                 await intake.wait_for_work(batch, linger, poll)
+            if not self._stopping:
+                await intake.yield_to_burst(defer, idle_since)
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns the number of events handled."""
@@ -405,11 +612,13 @@ class Worker:
         if failures:
             await self._fail(conn, failures)
         by_id = {event.id: event for event in claimed}
+        debug = debug_enabled("hub.intake")
         for plan, result in zip(plans, results, strict=True):
             event = by_id[plan.inbox_id]
             self.metrics.processed.labels(event.channel).inc()
             self.metrics.latency.observe((now - event.received_at).total_seconds())
-            log.debug("lead_processed", event_id=event.id, **result)
+            if debug:
+                log.debug("lead_processed", event_id=event.id, **result)
         if plans:
             log.info(
                 "batch_processed",

@@ -57,6 +57,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.deferred = Counter(
+            "hub_worker_deferred_seconds",
+            "Time workers left the CPU to a burst of incoming leads",
+            registry=r,
+        )
         self.plugin_up = Gauge(
             "hub_plugin_running", "1 when the plugin is running", ["plugin"], registry=r
         )

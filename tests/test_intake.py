@@ -207,3 +207,61 @@ async def test_an_ingress_only_process_accepts_and_another_turns_the_inbox_into_
             await worker.stop()
     finally:
         await ingress.stop()
+
+
+async def test_a_burst_keeps_the_cpu_for_accepting_and_its_leads_wait_at_most_burst_defer(
+    store_url,
+):
+    """While leads arrive and the process is busy (here a thread burns the CPU that parsing
+    a flood of posts would take), the worker leaves the CPU alone, but no longer than
+    intake.burst_defer."""
+    import hashlib
+    import threading
+    import time
+
+    hub = await started(store_url, intake={"burst_defer": "1s", "batch_linger": "10ms"})
+    lead = {"form": "contact", "lead": {"name": "Иван", "phones": ["+7 912 345-67-89"]}}
+
+    async def processed_after(payload: dict[str, Any]) -> float:
+        started_at = time.monotonic()
+        accepted = await hub.intake.accept("webforms", payload)
+
+        async def done() -> bool:
+            return (await statuses(hub))[accepted.id][0] == "done"
+
+        await wait_for(done, within=10)
+        return time.monotonic() - started_at
+
+    burning = threading.Event()
+    burning.set()
+
+    def burn() -> None:  # CPU without the GIL: the event loop stays as quick as before
+        block = bytes(1 << 20)
+        while burning.is_set():
+            hashlib.sha256(block).digest()
+
+    async def arrivals() -> None:
+        for n in range(10_000):
+            await hub.intake.accept("webforms", {**lead, "n": n})
+            await asyncio.sleep(0.02)
+
+    try:
+        assert await processed_after(lead) < 0.7  # a quiet process: at once
+        burners = [threading.Thread(target=burn) for _ in range(2)]
+        for burner in burners:
+            burner.start()
+        flood = asyncio.create_task(arrivals())
+        try:
+            await asyncio.sleep(0.3)
+            waited = await processed_after({**lead, "lead": {**lead["lead"], "name": "Мария"}})
+        finally:
+            flood.cancel()
+            burning.clear()
+            for burner in burners:
+                burner.join()
+        # Deferred (a quiet process takes it in ~0.05 s) until the flood's first lead,
+        # 0.3 s older, had waited 1 s.
+        assert 0.5 <= waited < 3
+        assert hub.metrics.deferred.collect()[0].samples[0].value >= 0.5
+    finally:
+        await hub.stop()
