@@ -23,10 +23,13 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -143,7 +146,9 @@ def bare_rate(seconds: float, concurrency: int) -> float:
         proc.join()
 
 
-def write_config(folder: Path, url: str, port: int, process: bool = True) -> Path:
+def write_config(
+    folder: Path, url: str, port: int, process: bool = True, burst_defer: str | None = None
+) -> Path:
     example = (ROOT / "config.example.toml").read_text()
     example = example.replace('url = "sqlite+aiosqlite:///var/hub.db"', f'url = "{url}"')
     example = example.replace("port = 8080", f"port = {port}")
@@ -151,16 +156,40 @@ def write_config(folder: Path, url: str, port: int, process: bool = True) -> Pat
     example = example.replace("rate_limit = 20 ", "rate_limit = 100000000 ")
     if not process:
         example = example.replace("process = true ", "process = false ")
+    if burst_defer is not None:
+        example = example.replace('burst_defer = "30s"', f'burst_defer = "{burst_defer}"')
     path = folder / "config.toml"
     path.write_text(example)
     return path
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+@dataclass
+class HubRun:
+    rate: float  # accepted leads/s while the load ran
+    errors: int
+    drain: float | None = None  # seconds after the load until every accepted lead was processed
+    deferred: float = 0.0  # seconds the worker left the CPU to the burst
+
+
 def hub_accept_rate(
-    url: str, seconds: float, concurrency: int, folder: Path, process: bool = True
-) -> tuple[float, int]:
+    url: str,
+    seconds: float,
+    concurrency: int,
+    folder: Path,
+    process: bool = True,
+    burst_defer: str | None = None,
+) -> HubRun:
+    """Run ``hub run`` on a fresh store, load it, and (workers on) wait for the backlog."""
     port = free_port()
-    config = write_config(folder, url, port, process)
+    config = write_config(folder, url, port, process, burst_defer)
     env = {**os.environ, "HUB_CONFIG": str(config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub", "run"],
@@ -171,7 +200,20 @@ def hub_accept_rate(
     )
     try:
         wait_port(port)
-        return measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0)
+        rate, errors = measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0)
+        run = HubRun(rate, errors)
+        if process:
+            ended = time.perf_counter()
+            while time.perf_counter() - ended < 600:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                    text = response.read().decode()
+                accepted = _metric(text, "hub_events_accepted_total")
+                if _metric(text, "hub_events_processed_total") >= accepted:
+                    run.drain = time.perf_counter() - ended
+                    run.deferred = _metric(text, "hub_worker_deferred_seconds_total")
+                    break
+                time.sleep(0.1)
+        return run
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -185,12 +227,14 @@ async def processed_rate(url: str, leads: int) -> float:
     from hub.context import Hub
     from hub.intake import Worker
     from hub.leads import LeadPipeline
+    from hub.logging import configure_logging
     from plugins.webforms.mapping import map_fields
+
+    configure_logging("warning", "json")
 
     folder = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     try:
         settings = load_settings(write_config(folder, url, free_port()))
-        settings.log.level = "warning"
         hub = Hub(settings, start_workers=False)
         await hub.start()
         form = hub.plugins.records["webforms"].instance.config.forms["contact"]
@@ -237,46 +281,78 @@ async def fresh_pg_database(suffix: str) -> str:
     return PG_URL.rsplit("/", 1)[0] + "/" + name
 
 
+def fresh_store(store: str, folder: Path, name: str) -> str:
+    if store == "sqlite":
+        return f"sqlite+aiosqlite:///{folder}/{name}.db"
+    return asyncio.run(fresh_pg_database(name))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--leads", type=int, default=20000, help="leads to process")
-    parser.add_argument("--seconds", type=float, default=8.0, help="HTTP load duration")
+    parser.add_argument("--seconds", type=float, default=6.0, help="HTTP load per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, medians printed")
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
 
     print(
         f"# crm-hub intake benchmark, {os.cpu_count()} cores, {args.leads} leads processed, "
-        f"{args.seconds:.0f} s of HTTP load at concurrency {args.concurrency}"
+        f"{args.seconds:.0f} s of HTTP load at concurrency {args.concurrency}, "
+        f"median of {args.rounds} rounds (bare and hub alternating, a fresh store each run)"
     )
-    bare = bare_rate(args.seconds, args.concurrency)
-    print(f"bare aiohttp handler:        {bare:8.0f} req/s (baseline)")
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    bare: list[float] = []
+    runs: dict[tuple[str, str], list[HubRun]] = {}
+    variants = {
+        "default": {},  # workers on, burst_defer = 30s
+        "alongside": {"burst_defer": "0s"},  # workers take their share during the load
+        "ingress": {"process": False},
+    }
+    for round_no in range(args.rounds):
+        bare.append(bare_rate(args.seconds, args.concurrency))
+        for store in stores:
+            for variant, options in variants.items():
+                with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+                    url = fresh_store(store, Path(tmp), f"{variant}{round_no}")
+                    run = hub_accept_rate(url, args.seconds, args.concurrency, Path(tmp), **options)
+                runs.setdefault((store, variant), []).append(run)
+    base = median(bare)
+    print(f"bare aiohttp handler:           {base:7.0f} req/s (baseline; runs {_list(bare)})")
     for store in stores:
-        with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-            if store == "sqlite":
-                url_http = f"sqlite+aiosqlite:///{tmp}/http.db"
-                url_proc = f"sqlite+aiosqlite:///{tmp}/proc.db"
-            else:
-                url_http = asyncio.run(fresh_pg_database("http"))
-                url_proc = asyncio.run(fresh_pg_database("proc"))
-            accepted, errors = hub_accept_rate(url_http, args.seconds, args.concurrency, Path(tmp))
-            burst, burst_errors = hub_accept_rate(
-                url_http, args.seconds, args.concurrency, Path(tmp), process=False
+        for variant, label in (
+            ("default", "accepted, workers on:"),
+            ("alongside", "accepted, burst_defer=0:"),
+            ("ingress", "accepted, ingress only:"),
+        ):
+            results = runs[(store, variant)]
+            rate = median([r.rate for r in results])
+            ratio = median([r.rate / b for r, b in zip(results, bare, strict=True)])
+            errors = sum(r.errors for r in results)
+            extra = ""
+            if results[0].drain is not None:
+                drain = median([r.drain or 0.0 for r in results])
+                deferred = median([r.deferred for r in results])
+                extra = f"; all processed {drain:.1f} s after the load; deferred {deferred:.1f} s"
+            print(
+                f"{store:10} {label:26} {rate:7.0f} leads/s  ratio to bare {ratio:.2f}  "
+                f"(non-2xx: {errors}{extra})"
             )
-            processed = asyncio.run(processed_rate(url_proc, args.leads))
+        with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+            url = fresh_store(store, Path(tmp), "proc")
+            processed = asyncio.run(processed_rate(url, args.leads))
         print(
-            f"{store:10} accepted:         {accepted:8.0f} leads/s  "
-            f"ratio to bare {accepted / bare:.2f}  (non-2xx: {errors})"
-        )
-        print(
-            f"{store:10} accepted, ingress only: {burst:8.0f} leads/s  ratio to bare "
-            f"{burst / bare:.2f}  (intake.process = false; non-2xx: {burst_errors})"
-        )
-        print(
-            f"{store:10} processed:        {processed:8.0f} leads/s  "
+            f"{store:10} {'processed:':26} {processed:7.0f} leads/s  "
             f"(normalized, matched, contact+deal+task+activity+events)"
         )
+
+
+def _list(values: list[float]) -> str:
+    return " ".join(f"{v:.0f}" for v in values)
 
 
 if __name__ == "__main__":
