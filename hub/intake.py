@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import orjson
 import structlog
 from sqlalchemy import Dialect, bindparam, select, update
@@ -32,8 +33,8 @@ from hub.lead import Lead
 from hub.leads import LeadPipeline, LeadRejected
 from hub.logging import debug_enabled
 from hub.store import Store
+from hub.store.engine import json_dumps
 from hub.store.models import InboxEvent
-from hub.store.ops import allocate_ids, dialect_insert
 from hub.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ log = structlog.get_logger("hub.intake")
 inbox = InboxEvent.__table__
 
 MAX_KEY = 190
+PG_GROUPS_IN_FLIGHT = 4  # concurrent group writes on PostgreSQL, a connection each
 BURST_PROBE = 0.1  # seconds of CPU use a worker looks at before taking a batch
 BURST_BUSY = 0.6  # share of one core above which the intake is taken to be in a burst
 
@@ -112,6 +114,7 @@ class Intake:
         self._wake = asyncio.Event()
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
+        self._pg_idle: list[AsyncConnection] = []  # the intake's own PostgreSQL connections
 
     async def start(self) -> None:
         self._closed = False
@@ -124,6 +127,8 @@ class Intake:
         if self._writer is not None:
             await self._writer
             self._writer = None
+        while self._pg_idle:
+            await _discard(self._pg_idle.pop())  # not back to the pool: see _pg_connect
 
     async def accept(
         self,
@@ -156,44 +161,59 @@ class Intake:
         return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
+        # SQLite has one writer; on PostgreSQL a few groups go at once, each on its
+        # own connection, so a group's round trip does not hold up the next one.
+        limit = 1 if self.store.is_sqlite else PG_GROUPS_IN_FLIGHT
+        inflight: set[asyncio.Task[None]] = set()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                if len(inflight) >= limit:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 group = self._queue[: self.settings.group_commit_max]
                 del self._queue[: len(group)]
-                started = time.perf_counter()
-                try:
-                    results = await self._write(group)
-                except Exception as error:
-                    log.exception("intake_write_failed", events=len(group))
-                    for item in group:
-                        if not item.future.done():
-                            item.future.set_exception(error)
-                    continue
-                self.metrics.group_commit.observe(len(group))
-                self.metrics.commit_seconds.observe(time.perf_counter() - started)
-                fresh = 0
-                counts: dict[tuple[str, str | None], int] = {}
-                for item, result in zip(group, results, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(result)
-                    if not result.duplicate and result.status == "pending":
-                        fresh += 1
-                    key = (item.channel, None if result.duplicate else result.status)
-                    counts[key] = counts.get(key, 0) + 1
-                for (channel, status), n in counts.items():
-                    if status is None:
-                        self.metrics.duplicates.labels(channel).inc(n)
-                    else:
-                        self.metrics.accepted.labels(channel, status).inc(n)
-                self._stored += len(group)
-                if fresh:
-                    self.unclaimed += fresh
-                    self._unclaimed_times.append([time.monotonic(), fresh])
-                self.new_events.set()
+                task = asyncio.create_task(self._commit(group))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
             if self._closed and not self._queue:
+                if inflight:
+                    await asyncio.wait(inflight)
                 return
+
+    async def _commit(self, group: list[_Item]) -> None:
+        """Store one group and answer its accepts."""
+        started = time.perf_counter()
+        try:
+            results = await self._write(group)
+        except Exception as error:
+            log.exception("intake_write_failed", events=len(group))
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        self.metrics.group_commit.observe(len(group))
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        fresh = 0
+        counts: dict[tuple[str, str | None], int] = {}
+        for item, result in zip(group, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+            if not result.duplicate and result.status == "pending":
+                fresh += 1
+            key = (item.channel, None if result.duplicate else result.status)
+            counts[key] = counts.get(key, 0) + 1
+        for (channel, status), n in counts.items():
+            if status is None:
+                self.metrics.duplicates.labels(channel).inc(n)
+            else:
+                self.metrics.accepted.labels(channel, status).inc(n)
+        self._stored += len(group)
+        if fresh:
+            self.unclaimed += fresh
+            self._unclaimed_times.append([time.monotonic(), fresh])
+        self.new_events.set()
 
     async def wait_for_work(self, batch: int, linger: float, poll: float) -> None:
         """Return when a worker has something worth a transaction.
@@ -286,8 +306,7 @@ class Intake:
     async def _write(self, group: Sequence[_Item]) -> list[Accepted]:
         if self.store.is_sqlite:
             return await self._write_sqlite(group)
-        async with self.store.write() as conn:
-            return await self._insert(conn, group)
+        return await self._write_postgresql(group)
 
     async def _write_sqlite(self, group: Sequence[_Item]) -> list[Accepted]:
         """Store the group in one trip to the SQLite connection's thread.
@@ -313,38 +332,123 @@ class Intake:
                 _SqliteBinds.get(conn.dialect),
             )
 
-    async def _insert(self, conn: AsyncConnection, group: Sequence[_Item]) -> list[Accepted]:
-        lookup = {(i.channel, i.key) for i in group}
-        lookup |= {(i.channel, i.previous_key) for i in group if i.previous_key}
-        existing = await _existing(conn, lookup)
-        results, fresh = _sort_group(group, existing, self.settings.dedupe_window)
-        rows = []
-        for index in fresh.values():
-            item = group[index]
-            rows.append(
-                {
-                    "channel": item.channel,
-                    "idem_key": item.key,
-                    "status": item.status,
-                    "payload": item.payload,
-                    "received_at": item.received_at,
-                    "attempts": 0,
-                    "next_attempt_at": item.received_at,
-                }
-            )
-        if rows:
-            for row, event_id in zip(rows, await allocate_ids(conn, inbox, len(rows)), strict=True):
-                row["id"] = event_id
-            stmt = dialect_insert(conn, inbox).on_conflict_do_nothing(
-                index_elements=["channel", "idem_key"]
-            )
-            await conn.execute(stmt, rows)
-            # A key another hub process stored a moment earlier keeps that process's row.
-            stored = await _existing(conn, set(fresh))
-            for row, (key, index) in zip(rows, fresh.items(), strict=True):
-                event_id, status, _ = stored[key]
-                results[index] = Accepted(event_id, event_id != row["id"], status)
-        return _repeats_in_group(group, results, fresh)
+    async def _write_postgresql(self, group: Sequence[_Item]) -> list[Accepted]:
+        """Store the group with one statement: one round trip, committed on its own.
+
+        As on SQLite, the cost of a group under load is the number of trips
+        through a busy event loop, not the server (a commit here takes 0.3 ms):
+        through SQLAlchemy a group took a pool checkout with its ping, BEGIN,
+        four statements and COMMIT, 26 ms in all at 1,200 leads/s. The
+        intake keeps its connections (one per group in flight) checked out and
+        sends the whole group as arrays to :data:`_GROUP_PG`. A lost connection
+        is replaced and the group sent once more, which the idempotency keys
+        make safe.
+        """
+        unique: dict[tuple[str, str], int] = {}
+        for index, item in enumerate(group):
+            unique.setdefault((item.channel, item.key), index)
+        firsts = [group[i] for i in unique.values()]
+        args = (
+            [i.channel for i in firsts],
+            [i.key for i in firsts],
+            [i.previous_key for i in firsts],
+            [i.status for i in firsts],
+            [json_dumps(i.payload) for i in firsts],
+            [i.received_at for i in firsts],
+            self.settings.dedupe_window,
+        )
+        conn = self._pg_idle.pop() if self._pg_idle else await self._pg_connect()
+        try:
+            for attempt in (1, 2):
+                driver = (await conn.get_raw_connection()).driver_connection
+                try:
+                    rows = await driver.fetch(_GROUP_PG, *args)
+                    break
+                except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                    if attempt == 2:
+                        raise
+                    log.warning("intake_connection_lost", events=len(group))
+                    await _discard(conn)
+                    conn = await self._pg_connect()
+            results: list[Accepted | None] = [None] * len(group)
+            for index, row in zip(unique.values(), rows, strict=True):
+                event_id, duplicate, status = row["id"], row["duplicate"], row["status"]
+                if event_id is None:
+                    # Another hub process stored this key after our statement began.
+                    item = group[index]
+                    found = await driver.fetchrow(
+                        "SELECT id, status FROM inbox WHERE channel = $1 AND idem_key = $2",
+                        item.channel,
+                        item.key,
+                    )
+                    assert found is not None, "a conflicting key must be stored"
+                    event_id, status = found["id"], found["status"]
+                results[index] = Accepted(event_id, duplicate, status)
+        except BaseException:
+            await _discard(conn)  # its state is unknown: never hand it to the next group
+            raise
+        self._pg_idle.append(conn)
+        return _repeats_in_group(group, results, unique)
+
+    async def _pg_connect(self) -> AsyncConnection:
+        """A connection for group writes, planned per statement.
+
+        A prepared statement's generic plan is made once, from the table's size
+        then; on a young inbox that is a sequential scan, kept while the table
+        grows until autovacuum analyzes it (measured: 1.1 ms a group at 7,000
+        rows, 4.1 ms at 21,000). Planned for each group's own arrays the lookups
+        use the (channel, idem_key) index: 0.6 ms a group at any size. The
+        setting stays on these connections, which are discarded, not pooled,
+        when the intake stops.
+        """
+        conn = await self.store.writer.connect()
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute("SET plan_cache_mode = force_custom_plan")
+        return conn
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    await conn.invalidate()
+    await conn.close()
+
+
+# One group of new events, on PostgreSQL. $1..$6 are parallel arrays (one element
+# per distinct key of the group), $7 the dedupe window. An event whose key is
+# stored, or whose previous window's key was stored within the window, is a
+# repeat and gets the stored event's id and status; the others are inserted.
+# The joins see the table as it was when the statement began, so a key another
+# process inserted meanwhile yields no id here (ON CONFLICT skipped it): the
+# caller looks that one up.
+_GROUP_PG = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[])
+        WITH ORDINALITY AS t(channel, idem_key, previous_key, status, payload, received_at, n)
+),
+seen AS (
+    SELECT i.n, coalesce(c.id, p.id) AS id, coalesce(c.status, p.status) AS status
+    FROM input i
+    LEFT JOIN inbox c ON c.channel = i.channel AND c.idem_key = i.idem_key
+    LEFT JOIN inbox p ON p.channel = i.channel AND p.idem_key = i.previous_key
+        AND i.received_at - p.received_at <= $7::interval
+),
+added AS (
+    INSERT INTO inbox (channel, idem_key, status, payload, received_at, attempts,
+                       next_attempt_at)
+    SELECT i.channel, i.idem_key, i.status, i.payload::jsonb, i.received_at, 0, i.received_at
+    FROM input i JOIN seen s ON s.n = i.n
+    WHERE s.id IS NULL
+    ORDER BY i.n
+    ON CONFLICT (channel, idem_key) DO NOTHING
+    RETURNING id, channel, idem_key
+)
+SELECT coalesce(a.id, s.id) AS id, a.id IS NULL AS duplicate,
+       CASE WHEN a.id IS NULL THEN s.status ELSE i.status END AS status
+FROM input i
+JOIN seen s ON s.n = i.n
+LEFT JOIN added a ON a.channel = i.channel AND a.idem_key = i.idem_key
+ORDER BY i.n
+"""
 
 
 _Found = tuple[int, str, datetime]  # id, status, received_at of a stored event
@@ -451,20 +555,6 @@ def _store_group_sqlite(
             db.execute("ROLLBACK")
         raise
     return _repeats_in_group(group, results, fresh)
-
-
-async def _existing(
-    conn: AsyncConnection, keys: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, str, datetime]]:
-    if not keys:
-        return {}
-    channels = sorted({c for c, _ in keys})
-    rows = await conn.execute(
-        select(inbox.c.id, inbox.c.channel, inbox.c.idem_key, inbox.c.status, inbox.c.received_at)
-        .where(inbox.c.channel.in_(channels))
-        .where(inbox.c.idem_key.in_(sorted({k for _, k in keys})))
-    )
-    return {(r.channel, r.idem_key): (r.id, r.status, r.received_at) for r in rows}
 
 
 # -- the worker ------------------------------------------------------------------------------

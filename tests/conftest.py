@@ -138,6 +138,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The PostgreSQL store alone, empty, for what only PostgreSQL does."""
+    asyncio.run(_truncate(pg_database))
+    return pg_database
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
 

@@ -8,12 +8,13 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 
 from hub.context import Hub
 from hub.hookspecs import hookimpl
 from hub.intake import idempotency_keys, replay
 from hub.lead import Lead
+from hub.store import Store
 from hub.store.models import Deal, InboxEvent
 from tests.conftest import make_hub, make_settings, wait_for
 
@@ -264,4 +265,91 @@ async def test_a_burst_keeps_the_cpu_for_accepting_and_its_leads_wait_at_most_bu
         assert 0.5 <= waited < 3
         assert hub.metrics.deferred.collect()[0].samples[0].value >= 0.5
     finally:
+        await hub.stop()
+
+
+async def test_the_same_content_after_a_window_boundary_is_still_the_first_event(
+    store_url, monkeypatch
+):
+    clock = {"now": datetime(2026, 11, 23, 11, 59, 50, tzinfo=UTC)}  # 10 s before a boundary
+    monkeypatch.setattr("hub.intake.utcnow", lambda: clock["now"])
+    hub = make_hub(make_settings(store_url, intake={"dedupe_window": "10m"}), start_workers=False)
+    await hub.start()
+    try:
+        form = {"form": "contact", "name": "Ольга", "phone": "+79120000001"}
+        first = await hub.intake.accept("webforms", form)
+        clock["now"] += timedelta(seconds=20)  # the next window, 20 s after the first
+        again = await hub.intake.accept("webforms", form)
+        assert (again.id, again.duplicate) == (first.id, True)
+        clock["now"] += timedelta(minutes=11)  # past the window: a new request
+        later = await hub.intake.accept("webforms", form)
+        assert later.id != first.id
+        assert not later.duplicate
+        assert len(await statuses(hub)) == 2
+    finally:
+        await hub.stop()
+
+
+async def test_two_hub_processes_given_the_same_leads_at_once_store_each_once(store_url):
+    first = make_hub(make_settings(store_url), start_workers=False)
+    second = make_hub(make_settings(store_url), start_workers=False)
+    await first.start()
+    await second.start()
+    try:
+        leads = [{"form": "contact", "phone": f"+7912000{i:04d}"} for i in range(300)]
+        results = await asyncio.gather(
+            *(hub.intake.accept("webforms", lead) for lead in leads for hub in (first, second))
+        )
+        ids = [r.id for r in results]
+        assert ids[0::2] == ids[1::2]  # both processes answer each lead with one id
+        assert sum(not r.duplicate for r in results) == 300
+        assert len(await statuses(first)) == 300
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_accepting_goes_on_when_the_database_drops_the_intakes_connection(pg_url):
+    hub = make_hub(make_settings(pg_url), start_workers=False)
+    await hub.start()
+    try:
+        before = await hub.intake.accept("webforms", {"form": "contact", "n": 1})
+        async with hub.store.write() as conn:  # what a PostgreSQL restart does to it
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        after = await asyncio.gather(
+            *(hub.intake.accept("webforms", {"form": "contact", "n": n}) for n in range(2, 50))
+        )
+        assert len({before.id, *(r.id for r in after)}) == 49
+        assert len(await statuses(hub)) == 49
+    finally:
+        await hub.stop()
+
+
+async def test_a_lead_another_process_is_storing_at_that_moment_gets_that_processs_id(store_url):
+    hub = make_hub(make_settings(store_url), start_workers=False)
+    await hub.start()
+    other = Store(store_url)  # another hub process on the same store
+    try:
+        async with other.write() as conn:
+            stored = await conn.execute(
+                insert(InboxEvent)
+                .values(channel="webforms", idem_key="id:call-42", payload={"n": 1})
+                .returning(InboxEvent.id)
+            )
+            stored_id = stored.scalar_one()
+            accepting = asyncio.create_task(
+                hub.intake.accept("webforms", {"n": 1}, external_id="call-42")
+            )
+            await asyncio.sleep(0.3)
+            assert not accepting.done()  # it waits for the other process's commit
+        result = await accepting
+        assert (result.id, result.duplicate) == (stored_id, True)
+        assert list(await statuses(hub)) == [stored_id]
+    finally:
+        await other.close()
         await hub.stop()

@@ -28,7 +28,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=_json_default).decode()
 
 
@@ -54,7 +54,7 @@ class Store:
         self.dialect = "sqlite" if self.is_sqlite else "postgresql"
         common: dict[str, Any] = {
             "echo": echo,
-            "json_serializer": _json_dumps,
+            "json_serializer": json_dumps,
             "json_deserializer": orjson.loads,
         }
         if self.is_sqlite:
