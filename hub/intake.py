@@ -45,6 +45,7 @@ inbox = InboxEvent.__table__
 
 MAX_KEY = 190
 PG_GROUPS_IN_FLIGHT = 4  # concurrent group writes on PostgreSQL, a connection each
+SQLITE_HOLD = 0.05  # seconds the SQLite intake keeps the write connection in a burst
 BURST_PROBE = 0.1  # seconds of CPU use a worker looks at before taking a batch
 BURST_BUSY = 0.6  # share of one core above which the intake is taken to be in a burst
 
@@ -157,23 +158,24 @@ class Intake:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(channel, key, previous, payload, status, now, future))
         self._wake.set()
-        # Shielded: a client that hangs up does not cancel a write already queued.
-        return await asyncio.shield(future)
+        # A caller cancelled here (a client hanging up) cancels only this future:
+        # the item stays queued and is written; the writer skips answering it.
+        return await future
 
     async def _write_loop(self) -> None:
-        # SQLite has one writer; on PostgreSQL a few groups go at once, each on its
-        # own connection, so a group's round trip does not hold up the next one.
-        limit = 1 if self.store.is_sqlite else PG_GROUPS_IN_FLIGHT
+        if self.store.is_sqlite:
+            return await self._write_loop_sqlite()
+        # On PostgreSQL a few groups go at once, each on its own connection, so a
+        # group's round trip does not hold up the next one.
         inflight: set[asyncio.Task[None]] = set()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                if len(inflight) >= limit:
+                if len(inflight) >= PG_GROUPS_IN_FLIGHT:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                group = self._queue[: self.settings.group_commit_max]
-                del self._queue[: len(group)]
+                group = self._take_group()
                 task = asyncio.create_task(self._commit(group))
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
@@ -182,19 +184,81 @@ class Intake:
                     await asyncio.wait(inflight)
                 return
 
+    async def _write_loop_sqlite(self) -> None:
+        """Hold the write connection while events are queued; its thread stores group after group.
+
+        Each group is a transaction in aiosqlite's thread (:func:`_store_group_sqlite`);
+        the thread takes the next group as soon as one commits, instead of handing
+        the connection back to the event loop for every group (a checkout, a reset
+        and two hops through a loop that is busy parsing requests). It gives the
+        connection back when the queue is empty or after ``SQLITE_HOLD`` seconds,
+        so a worker waiting for it gets its turn.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                try:
+                    async with self.store.writer.connect() as conn:
+                        driver = (await conn.get_raw_connection()).driver_connection
+                        # aiosqlite runs callables in its thread with _execute; SQLAlchemy's
+                        # own aiosqlite dialect uses the same queue. tests/test_intake.py
+                        # covers it.
+                        await driver._execute(  # type: ignore[union-attr]
+                            self._drain_sqlite,
+                            driver._conn,  # type: ignore[union-attr]
+                            loop,
+                            _SqliteBinds.get(conn.dialect),
+                        )
+                except Exception as error:  # no connection: the next group fails, not the hub
+                    if self._queue:
+                        self._failed(self._take_group(), error)
+            if self._closed and not self._queue:
+                return
+
+    def _drain_sqlite(
+        self, db: sqlite3.Connection, loop: asyncio.AbstractEventLoop, binds: _SqliteBinds
+    ) -> None:
+        """In the connection's thread: store queued groups, answering each on the loop."""
+        until = time.monotonic() + SQLITE_HOLD
+        window = self.settings.dedupe_window
+        while self._queue and time.monotonic() < until:
+            group = self._take_group()  # list slicing is atomic; accept() only appends
+            started = time.perf_counter()
+            try:
+                results = _store_group_sqlite(db, group, window, binds)
+            except Exception as error:
+                loop.call_soon_threadsafe(self._failed, group, error)
+            else:
+                elapsed = time.perf_counter() - started
+                loop.call_soon_threadsafe(self._answer, group, results, elapsed)
+
+    def _take_group(self) -> list[_Item]:
+        group = self._queue[: self.settings.group_commit_max]
+        del self._queue[: len(group)]
+        return group
+
     async def _commit(self, group: list[_Item]) -> None:
         """Store one group and answer its accepts."""
         started = time.perf_counter()
         try:
-            results = await self._write(group)
+            results = await self._write_postgresql(group)
         except Exception as error:
-            log.exception("intake_write_failed", events=len(group))
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            self._failed(group, error)
             return
+        self._answer(group, results, time.perf_counter() - started)
+
+    def _failed(self, group: list[_Item], error: Exception) -> None:
+        log.error("intake_write_failed", events=len(group), exc_info=error)
+        for item in group:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _answer(self, group: list[_Item], results: list[Accepted], seconds: float) -> None:
+        """Resolve the group's accepts after its commit; count it."""
         self.metrics.group_commit.observe(len(group))
-        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.commit_seconds.observe(seconds)
         fresh = 0
         counts: dict[tuple[str, str | None], int] = {}
         for item, result in zip(group, results, strict=True):
@@ -303,35 +367,6 @@ class Intake:
             )
         return waited
 
-    async def _write(self, group: Sequence[_Item]) -> list[Accepted]:
-        if self.store.is_sqlite:
-            return await self._write_sqlite(group)
-        return await self._write_postgresql(group)
-
-    async def _write_sqlite(self, group: Sequence[_Item]) -> list[Accepted]:
-        """Store the group in one trip to the SQLite connection's thread.
-
-        Through SQLAlchemy a group costs seven statements, each a hop from the
-        event loop to aiosqlite's thread and back; under load every hop waits
-        behind the requests being parsed, and that wait, not the disk, bounded
-        the accept rate. Here the whole transaction runs in the thread. Checking
-        out the writer connection is this process's write lock, as for every
-        other write; the values are bound by the columns' own SQLAlchemy types,
-        so the rows are the ones the ORM path would store.
-        """
-        async with self.store.writer.connect() as conn:
-            fairy = await conn.get_raw_connection()
-            driver = fairy.driver_connection  # aiosqlite.Connection
-            # aiosqlite runs callables in its thread with _execute; SQLAlchemy's own
-            # aiosqlite dialect uses the same queue. tests/test_intake.py covers it.
-            return await driver._execute(  # type: ignore[union-attr]
-                _store_group_sqlite,
-                driver._conn,  # type: ignore[union-attr]
-                group,
-                self.settings.dedupe_window,
-                _SqliteBinds.get(conn.dialect),
-            )
-
     async def _write_postgresql(self, group: Sequence[_Item]) -> list[Accepted]:
         """Store the group with one statement: one round trip, committed on its own.
 
@@ -364,10 +399,10 @@ class Intake:
                 try:
                     rows = await driver.fetch(_GROUP_PG, *args)
                     break
-                except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                except _CONNECTION_LOST as error:
                     if attempt == 2:
                         raise
-                    log.warning("intake_connection_lost", events=len(group))
+                    log.warning("intake_connection_lost", events=len(group), error=repr(error))
                     await _discard(conn)
                     conn = await self._pg_connect()
             results: list[Accepted | None] = [None] * len(group)
@@ -405,6 +440,17 @@ class Intake:
         driver = (await conn.get_raw_connection()).driver_connection
         await driver.execute("SET plan_cache_mode = force_custom_plan")
         return conn
+
+
+# What a dropped or broken connection raises (a server restart, a terminated
+# backend, a half-read reply); the statement's own errors are not among them.
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+)
 
 
 async def _discard(conn: AsyncConnection) -> None:

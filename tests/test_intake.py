@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
@@ -352,4 +353,24 @@ async def test_a_lead_another_process_is_storing_at_that_moment_gets_that_proces
         assert list(await statuses(hub)) == [stored_id]
     finally:
         await other.close()
+        await hub.stop()
+
+
+async def test_a_client_that_hangs_up_while_waiting_still_has_its_lead_stored(store_url):
+    hub = make_hub(make_settings(store_url), start_workers=False)
+    await hub.start()
+    try:
+        waiting = asyncio.create_task(hub.intake.accept("webforms", {"form": "contact", "n": 7}))
+        await asyncio.sleep(0)  # queued for the next group
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+        async def stored() -> bool:
+            return len(await statuses(hub)) == 1
+
+        await wait_for(stored)
+        again = await hub.intake.accept("webforms", {"form": "contact", "n": 7})
+        assert again.duplicate
+    finally:
         await hub.stop()
