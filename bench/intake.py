@@ -7,7 +7,10 @@ keep-alive connections for a fixed time, first to a bare aiohttp handler (reads
 the form, answers 202) and then to the hub (run as ``hub run``, workers on),
 and prints both rates and their ratio. *Accepted, ingress only*: the same with
 ``intake.process = false`` (another process would turn the inbox into deals):
-the burst capacity of the intake. *Processed*: N leads are put in the
+the burst capacity of the intake. Beside each rate, the server's CPU per
+answer (all its threads): the load generator is a Python client sharing the
+machine, so the bare handler's rate is bounded by the client; its CPU per
+request is what the server itself costs. *Processed*: N leads are put in the
 inbox, then the hub's worker turns them into contacts, deals, first tasks,
 activities and events; leads/s is N over the time to drain the inbox. About a
 third of the leads come from contacts already in the store, in another phone
@@ -94,13 +97,28 @@ def _load_process(url: str, seconds: float, concurrency: int, offset: int, queue
     queue.put(asyncio.run(_load(url, seconds, concurrency, offset)))
 
 
-def measure(url: str, seconds: float, concurrency: int, offset: int) -> tuple[float, int]:
+@dataclass
+class Load:
+    rate: float  # 2xx answers per second
+    errors: int  # other answers and failures
+    server_us: float  # the server process's CPU (all its threads) per 2xx answer, µs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, seconds: float, concurrency: int, offset: int, server_pid: int) -> Load:
     queue: mp.Queue = mp.Queue()
     proc = mp.Process(target=_load_process, args=(url, seconds, concurrency, offset, queue))
+    before = cpu_seconds(server_pid)
     proc.start()
     ok, errors = queue.get()
+    used = cpu_seconds(server_pid) - before
     proc.join()
-    return ok / seconds, errors
+    return Load(ok / seconds, errors, used / max(ok, 1) * 1e6)
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -133,14 +151,14 @@ def _bare_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
-def bare_rate(seconds: float, concurrency: int) -> float:
+def bare_rate(seconds: float, concurrency: int) -> Load:
     port = free_port()
     proc = mp.Process(target=_bare_server, args=(port,))
     proc.start()
     try:
         wait_port(port)
-        rate, _ = measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0)
-        return rate
+        assert proc.pid is not None
+        return measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0, proc.pid)
     finally:
         proc.terminate()
         proc.join()
@@ -175,6 +193,7 @@ def _metric(text: str, name: str) -> float:
 class HubRun:
     rate: float  # accepted leads/s while the load ran
     errors: int
+    server_us: float  # the hub process's CPU per accepted lead while the load ran, µs
     drain: float | None = None  # seconds after the load until every accepted lead was processed
     deferred: float = 0.0  # seconds the worker left the CPU to the burst
 
@@ -200,8 +219,8 @@ def hub_accept_rate(
     )
     try:
         wait_port(port)
-        rate, errors = measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0)
-        run = HubRun(rate, errors)
+        load = measure(f"http://127.0.0.1:{port}/forms/contact", seconds, concurrency, 0, proc.pid)
+        run = HubRun(load.rate, load.errors, load.server_us)
         if process:
             ended = time.perf_counter()
             while time.perf_counter() - ended < 600:
@@ -306,7 +325,7 @@ def main() -> None:
         f"median of {args.rounds} rounds (bare and hub alternating, a fresh store each run)"
     )
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
-    bare: list[float] = []
+    bare: list[Load] = []
     runs: dict[tuple[str, str], list[HubRun]] = {}
     variants = {
         "default": {},  # workers on, burst_defer = 30s
@@ -321,8 +340,12 @@ def main() -> None:
                     url = fresh_store(store, Path(tmp), f"{variant}{round_no}")
                     run = hub_accept_rate(url, args.seconds, args.concurrency, Path(tmp), **options)
                 runs.setdefault((store, variant), []).append(run)
-    base = median(bare)
-    print(f"bare aiohttp handler:           {base:7.0f} req/s (baseline; runs {_list(bare)})")
+    base = median([b.rate for b in bare])
+    bare_us = median([b.server_us for b in bare])
+    print(
+        f"bare aiohttp handler:           {base:7.0f} req/s (baseline; runs "
+        f"{_list([b.rate for b in bare])}; server CPU {bare_us:.0f} µs/req)"
+    )
     for store in stores:
         for variant, label in (
             ("default", "accepted, workers on:"),
@@ -331,7 +354,8 @@ def main() -> None:
         ):
             results = runs[(store, variant)]
             rate = median([r.rate for r in results])
-            ratio = median([r.rate / b for r, b in zip(results, bare, strict=True)])
+            ratio = median([r.rate / b.rate for r, b in zip(results, bare, strict=True)])
+            cpu = median([r.server_us for r in results])
             errors = sum(r.errors for r in results)
             extra = ""
             if results[0].drain is not None:
@@ -340,7 +364,7 @@ def main() -> None:
                 extra = f"; all processed {drain:.1f} s after the load; deferred {deferred:.1f} s"
             print(
                 f"{store:10} {label:26} {rate:7.0f} leads/s  ratio to bare {ratio:.2f}  "
-                f"(non-2xx: {errors}{extra})"
+                f"(hub CPU {cpu:.0f} µs/lead; non-2xx: {errors}{extra})"
             )
         with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
             url = fresh_store(store, Path(tmp), "proc")
