@@ -16,6 +16,7 @@ COPY config.example.toml /app/config.example.toml
 ENV HUB_CONFIG=/app/config.example.toml \
     HUB__HUB__HOST=0.0.0.0 \
     HUB__STORE__URL=sqlite+aiosqlite:////data/hub.db \
+    HUB__HUB__ATTACHMENTS_DIR=/data/attachments \
     HUB__LOG__FORMAT=json \
     PYTHONUNBUFFERED=1
 USER hub
