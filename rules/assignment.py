@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import WEEKDAYS, AssignmentRule, Settings
@@ -122,20 +122,23 @@ class Assigner:
                     limit=user.max_open_deals if user else None,
                 )
             )
-        if any(m.limit for m in managers):
+        limited = [m for m in managers if m.limit is not None]
+        if limited:
+            # Counted up to each limit, not in full: every batch asks, and a full
+            # count grows with the store (a manager with 20,000 open deals).
             deals = Deal.__table__
-            counts = dict(
-                (
-                    await conn.execute(
-                        select(deals.c.owner_id, func.count())
-                        .where(deals.c.status == "open")
-                        .where(deals.c.owner_id.in_([m.id for m in managers]))
-                        .group_by(deals.c.owner_id)
-                    )
-                ).all()
-            )
-            for manager in managers:
-                manager.open_deals = counts.get(manager.id, 0)
+            counts = [
+                select(literal(m.id).label("owner_id"), func.count().label("open")).select_from(
+                    select(deals.c.id)
+                    .where(deals.c.owner_id == m.id, deals.c.status == "open")
+                    .limit(m.limit)
+                    .subquery()
+                )
+                for m in limited
+            ]
+            found = dict((await conn.execute(union_all(*counts))).all())
+            for manager in limited:
+                manager.open_deals = found.get(manager.id, 0)
         return cls(settings, managers, {row.id for row in rows if row.active})
 
     def _group(self, request: Request) -> tuple[str, str, list[_Manager]]:
