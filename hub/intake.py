@@ -708,7 +708,9 @@ class Worker:
             stmt = stmt.where(inbox.c.id == only)
         else:
             stmt = stmt.where(inbox.c.next_attempt_at <= utcnow())
-        stmt = stmt.order_by(inbox.c.id).limit(limit)
+        # Due first, in the index's order: ordering by id alone sorted every pending event
+        # for each claim, which a backlog of thousands made the slowest part of a batch.
+        stmt = stmt.order_by(inbox.c.next_attempt_at, inbox.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         rows = await conn.execute(stmt)
