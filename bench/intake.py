@@ -11,7 +11,8 @@ the burst capacity of the intake. Beside each rate, the server's CPU per
 answer (all its threads): the load generator is a Python client sharing the
 machine, so the bare handler's rate is bounded by the client; its CPU per
 request is what the server itself costs. *Processed*: N leads are put in the
-inbox, then the hub's worker turns them into contacts, deals, first tasks,
+inbox, then the hub's workers (as many as the daemon runs: ``intake.workers``
+on PostgreSQL, one on SQLite) turn them into contacts, deals, first tasks,
 activities and events; leads/s is N over the time to drain the inbox. About a
 third of the leads come from contacts already in the store, in another phone
 format, as on a real site.
@@ -272,14 +273,21 @@ async def processed_rate(url: str, leads: int) -> float:
                 )
             await asyncio.gather(*batch)
         pipeline = LeadPipeline(hub.catalog, settings, hub.reserve)
-        worker = Worker(hub.store, settings.intake, pipeline, hub.parse_lead, hub.metrics)
+        # As many workers as the daemon runs: intake.workers on PostgreSQL, one on SQLite.
+        count = 1 if hub.store.is_sqlite else settings.intake.workers
+        workers = [
+            Worker(hub.store, settings.intake, pipeline, hub.parse_lead, hub.metrics)
+            for _ in range(count)
+        ]
+
+        async def drain(worker: Worker) -> int:
+            done = 0
+            while n := await worker.run_once():
+                done += n
+            return done
+
         started = time.perf_counter()
-        done = 0
-        while True:
-            n = await worker.run_once()
-            if n == 0:
-                break
-            done += n
+        done = sum(await asyncio.gather(*(drain(w) for w in workers)))
         elapsed = time.perf_counter() - started
         await hub.stop()
         assert done == leads, (done, leads)
