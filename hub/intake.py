@@ -329,7 +329,9 @@ class Intake:
         """A worker spent ``seconds`` on a batch (not the intake's CPU, for yield_to_burst)."""
         self._processing += seconds
 
-    async def yield_to_burst(self, limit: float, since: _LoadMark) -> float:
+    async def yield_to_burst(
+        self, limit: float, since: _LoadMark, *, arrivals_since: _LoadMark | None = None
+    ) -> float:
         """Wait while accepting keeps this process's CPU busy; returns the seconds waited.
 
         ``since`` is the caller's :meth:`load_mark` from when it last stopped
@@ -338,9 +340,12 @@ class Intake:
         over ``BURST_BUSY`` of one core and events are still arriving, a batch
         would take its time from clients waiting for their answers, so the
         worker waits, until the oldest event it would take has waited ``limit``
-        seconds. In a quiet process, or one busy with its own batches, this
-        returns at once.
+        seconds. When nothing arrived since ``arrivals_since`` (the caller's
+        mark from before its batch: a quiet process, or a backlog being worked
+        off after a burst) this returns at once, without a probe.
         """
+        if arrivals_since is not None and self._stored == arrivals_since.stored:
+            return 0.0
         mark = since
         waited = 0.0
         while limit > 0 and not self._closed and self.oldest_wait() < limit:
@@ -648,6 +653,7 @@ class Worker:
         defer = self.settings.burst_defer.total_seconds()
         batch = self.settings.batch_size
         while not self._stopping:
+            before = intake.load_mark()
             started = time.monotonic()
             try:
                 done = await self.run_once()
@@ -657,11 +663,11 @@ class Worker:
                 await asyncio.sleep(poll)
             intake.note_processing(time.monotonic() - started)
             intake.claimed(done)
-            idle_since = intake.load_mark()
+            after = intake.load_mark()
             if done < batch and not self._stopping:
                 await intake.wait_for_work(batch, linger, poll)
             if not self._stopping:
-                await intake.yield_to_burst(defer, idle_since)
+                await intake.yield_to_burst(defer, after, arrivals_since=before)
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns the number of events handled."""
