@@ -110,7 +110,9 @@ class Intake:
         self.unclaimed = 0  # events this process stored since a worker last claimed
         self._unclaimed_times: deque[list[float]] = deque()  # [monotonic time, events]
         self._stored = 0  # events stored by this process, ever
-        self._processing = 0.0  # seconds workers of this process spent on batches, ever
+        self._processing = 0.0  # seconds in which some worker of this process had a batch, ever
+        self._batches = 0  # batches being processed now
+        self._batches_since = 0.0  # monotonic time the current run of batches began
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -323,11 +325,24 @@ class Intake:
         return time.monotonic() - self._unclaimed_times[0][0]
 
     def load_mark(self) -> _LoadMark:
-        return _LoadMark(time.process_time(), time.monotonic(), self._processing, self._stored)
+        now = time.monotonic()
+        processing = self._processing + (now - self._batches_since if self._batches else 0.0)
+        return _LoadMark(time.process_time(), now, processing, self._stored)
 
-    def note_processing(self, seconds: float) -> None:
-        """A worker spent ``seconds`` on a batch (not the intake's CPU, for yield_to_burst)."""
-        self._processing += seconds
+    def batch_started(self) -> None:
+        """A worker took a batch: from now the process's CPU is not all the intake's.
+
+        Time counts once however many workers have a batch, so two workers at
+        once do not make the intake look idle to :meth:`yield_to_burst`.
+        """
+        if self._batches == 0:
+            self._batches_since = time.monotonic()
+        self._batches += 1
+
+    def batch_ended(self) -> None:
+        self._batches -= 1
+        if self._batches == 0:
+            self._processing += time.monotonic() - self._batches_since
 
     async def yield_to_burst(
         self, limit: float, since: _LoadMark, *, arrivals_since: _LoadMark | None = None
@@ -350,6 +365,12 @@ class Intake:
         waited = 0.0
         while limit > 0 and not self._closed and self.oldest_wait() < limit:
             now = self.load_mark()
+            if self._batches:
+                # Another worker's batch is running: the CPU cannot be told apart;
+                # look again once no batch runs.
+                mark = now
+                await asyncio.sleep(BURST_PROBE / 4)
+                continue
             elapsed = now.wall - mark.wall
             if elapsed < BURST_PROBE:
                 await asyncio.sleep(BURST_PROBE - elapsed)
@@ -654,14 +675,17 @@ class Worker:
         batch = self.settings.batch_size
         while not self._stopping:
             before = intake.load_mark()
-            started = time.monotonic()
+            intake.batch_started()
             try:
                 done = await self.run_once()
             except Exception:
                 log.exception("worker_batch_failed", worker=self.name)
-                done = 0
+                done = -1
+            finally:
+                intake.batch_ended()
+            if done < 0:
                 await asyncio.sleep(poll)
-            intake.note_processing(time.monotonic() - started)
+                done = 0
             intake.claimed(done)
             after = intake.load_mark()
             if done < batch and not self._stopping:
