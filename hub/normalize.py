@@ -34,6 +34,12 @@ def normalize_phone(raw: str, region: str = "RU") -> str:
     text = raw.strip()
     if not text or len(text) > 64:
         raise InvalidPoint(f"not a phone number: {raw!r}")
+    if region == "RU" and (plain := _plain_ru(text)):
+        return plain
+    return _parse_phone(raw, text, region)
+
+
+def _parse_phone(raw: str, text: str, region: str) -> str:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as error:
@@ -44,6 +50,33 @@ def normalize_phone(raw: str, region: str = "RU") -> str:
     if number.extension:
         return f"{e164};ext={number.extension}"
     return e164
+
+
+# The shapes nearly every Russian number typed into a form takes: +7 or 8 and ten
+# digits, or ten digits alone, grouped by spaces, hyphens and parentheses.
+_GROUPING = str.maketrans("", "", " -()")
+
+
+def _plain_ru(text: str) -> str | None:
+    """``+7`` and the ten digits of a plainly written Russian number, else None.
+
+    phonenumbers reads these shapes the same way, at a tenth of the cost (its
+    parse was a third of a web-form request's CPU). The national number must
+    start with 3, 4, 8 or 9 (3, 4 or 9 without a prefix, where 8 could begin
+    "8 10", dialling abroad). Anything else (another shape, an extension,
+    other characters) takes the full parse. tests/test_normalize.py holds the
+    two to the same answers.
+    """
+    digits = text.translate(_GROUPING)
+    if digits.startswith("+7"):
+        national, first = digits[2:], "3489"
+    elif len(digits) == 11 and digits[0] == "8":
+        national, first = digits[1:], "3489"
+    else:
+        national, first = digits, "349"
+    if len(national) == 10 and national.isascii() and national.isdigit() and national[0] in first:
+        return "+7" + national
+    return None
 
 
 # A plain ASCII local part (RFC 5322 dot-atom): what nearly every address has.

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+from hub.normalize import InvalidPoint, _parse_phone, _plain_ru, normalize_email, normalize_phone
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,45 @@ def test_the_fast_email_check_agrees_with_email_validator(local, labels, tld):
     except InvalidPoint:
         got = None
     assert got == expected
+
+
+@st.composite
+def typed_russian_number(draw):
+    """A number as people type it into a form: a prefix, ten digits, grouping anywhere."""
+    prefix = draw(
+        st.sampled_from(["", "+7", "8", "7", "+7 ", "8 ", "(8)", "(+7)", "+ 7", "+8", "810", "+"])
+    )
+    first = draw(st.sampled_from("3489" * 3 + "0125678"))  # mostly a Russian area code
+    size = draw(st.sampled_from([9, 9, 9, 9, 8, 10]))  # mostly ten digits in all
+    digits = first + draw(st.text("0123456789", min_size=size, max_size=size))
+    grouping = st.sampled_from(["", "", "", "", "", " ", "-", "(", ")", " - ", ") "])
+    text = prefix + "".join(draw(grouping) + digit for digit in digits) + draw(grouping)
+    odd = draw(st.sampled_from(["", "", "", ".", "/", "x", "#", "+"]))  # now and then
+    at = draw(st.integers(0, len(text)))
+    return (text[:at] + odd + text[at:]).strip()
+
+
+@given(typed_russian_number())
+def test_the_plain_russian_shortcut_reads_numbers_as_phonenumbers_does(text):
+    shortcut = _plain_ru(text)
+    if shortcut is None:
+        return  # the full parse reads it
+    assert shortcut == _parse_phone(text, text, "RU")
+
+
+@pytest.mark.parametrize(
+    ("raw", "shortcut"),
+    [
+        ("8 (912) 345-67-89", "+79123456789"),
+        ("+7 912 345 67 89", "+79123456789"),
+        ("9123456789", "+79123456789"),
+        ("8 800 555-35-35", "+78005553535"),
+        ("(495) 123-45-67", "+74951234567"),
+        ("8 10 49 30 1234567", None),  # dialling Germany from Russia: the full parse
+        ("+7 495 123-45-67 доб. 123", None),  # an extension: the full parse
+        ("8.912.345.67.89", None),
+    ],
+)
+def test_the_usual_shapes_take_the_shortcut_and_the_rest_the_full_parse(raw, shortcut):
+    assert _plain_ru(raw) == shortcut
+    assert normalize_phone(raw, "RU").startswith(shortcut or "+")
