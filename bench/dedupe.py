@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hub.config import Settings  # noqa: E402
-from hub.normalize import InvalidPoint, canonical_email, normalize_email, normalize_phone  # noqa: E402
-from rules.matching import BUILTIN, Candidate, Incoming, score  # noqa: E402
-from rules.similarity import DIMINUTIVES  # noqa: E402
+from hub.domain.matching import BUILTIN, Candidate, Incoming, score  # noqa: E402
+from hub.domain.normalize import InvalidPoint, canonical_email, normalize_email, normalize_phone  # noqa: E402
+from hub.domain.similarity import DIMINUTIVES  # noqa: E402
 
 MALE = [
     "Александр",
@@ -293,7 +293,7 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
     contacts holding one of its points, and a point on ``shared_after`` contacts or
     a generic mailbox is weak evidence, exactly as in the lead pipeline.
     """
-    from hub.normalize import Point
+    from hub.domain.normalize import Point
 
     m = settings.matching
     generic = {g.lower() for g in m.generic_mailboxes}
@@ -414,7 +414,7 @@ def build_store(path: Path, contacts: int, rng: random.Random) -> list[str]:
 
 
 async def latency(path: Path, phones: list[str], settings: Settings, n: int) -> tuple[list, list]:
-    from hub.lead import Lead
+    from hub.domain.lead import Lead
     from hub.leads import LeadPipeline
     from hub.store import Store
     from hub.store.ops import sync_config

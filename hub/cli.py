@@ -476,7 +476,7 @@ def contacts() -> None:
 @click.pass_context
 def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
     """Contacts, newest first, with their phones, emails, owner and open deals."""
-    from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+    from hub.domain.normalize import InvalidPoint, normalize_email, normalize_phone
     from hub.store.models import Contact, ContactPoint, Deal, User
 
     settings = _settings(ctx)

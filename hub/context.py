@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import events
 from hub.attachments import Attachments
 from hub.config import Settings
+from hub.domain.lead import Lead
 from hub.intake import Intake, Worker
-from hub.lead import Lead
 from hub.leads import LeadPipeline
 from hub.metrics import Metrics
 from hub.plugins import PluginHost, PluginRecord

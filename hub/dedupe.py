@@ -21,13 +21,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from hub.config import Settings
-from hub.normalize import Point
+from hub.domain.matching import BUILTIN, Candidate, Incoming, Matcher, score
+from hub.domain.normalize import Point
+from hub.domain.similarity import name_tokens
 from hub.store import Store
 from hub.store.models import Contact, ContactPoint, DuplicateCandidate
 from hub.store.ops import dialect_insert
 from hub.store.types import utcnow
-from rules.matching import BUILTIN, Candidate, Incoming, Matcher, score
-from rules.similarity import name_tokens
 
 MAX_GROUP = 50
 CHUNK = 5000

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hub.context import Hub
-    from hub.lead import Lead
+    from hub.domain.lead import Lead
 
 PROJECT = "crm_hub"
 
@@ -78,7 +78,7 @@ def hub_background_tasks(hub: Hub) -> dict[str, BackgroundTask] | None:
 
 @hookspec(firstresult=True)
 def hub_parse_lead(channel: str, payload: dict[str, Any]) -> Lead | None:
-    """Turn a stored inbox event of ``channel`` into a :class:`hub.lead.Lead`.
+    """Turn a stored inbox event of ``channel`` into a :class:`hub.domain.lead.Lead`.
 
     Called by the intake worker for every accepted event. Return ``None`` for a
     channel this plugin does not own. Raising marks the event failed; it is
@@ -103,7 +103,7 @@ def hub_matchers(hub: Hub) -> list[Any] | None:
     """Return extra matchers for deciding whether a lead is a known contact.
 
     A matcher has a ``name`` and ``evidence(lead, candidate)`` returning a list of
-    :class:`rules.matching.Evidence` (a weight and a readable reason). Candidates
+    :class:`hub.domain.matching.Evidence` (a weight and a readable reason). Candidates
     are contacts sharing a phone or email with the lead; the built-in matchers
     (points, name, company, city) always run. Called once at start-up.
     """

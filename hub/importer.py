@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.lead import Lead
+from hub.domain.lead import Lead
 from hub.leads import LeadPipeline
 from hub.store import Store
 from hub.store.types import utcnow

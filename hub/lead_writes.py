@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import Settings
-from hub.lead import UTM_FIELDS, Lead
+from hub.domain.lead import UTM_FIELDS, Lead
 from hub.store.models import (
     Activity,
     Contact,

@@ -34,8 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub import lead_writes as writes
 from hub.config import MatchingSection, Settings
-from hub.lead import Lead
-from hub.normalize import (
+from hub.domain.assignment import Assigner, Request
+from hub.domain.lead import Lead
+from hub.domain.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
+from hub.domain.normalize import (
     InvalidPoint,
     Point,
     canonical_email,
@@ -44,6 +46,7 @@ from hub.normalize import (
     normalize_tax_id,
     phone_point,
 )
+from hub.domain.similarity import company_key
 from hub.store.models import (
     Company,
     Contact,
@@ -53,9 +56,6 @@ from hub.store.models import (
     User,
 )
 from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
-from rules.assignment import Assigner, Request
-from rules.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
-from rules.similarity import company_key
 
 companies_t = Company.__table__
 contacts_t = Contact.__table__

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
 from hub.context import Hub
+from hub.domain.lead import Lead
 from hub.hookspecs import hookimpl
 from hub.intake import idempotency_keys, replay
-from hub.lead import Lead
 from hub.store import Store
 from hub.store.models import Deal, InboxEvent
 from tests.conftest import make_hub, make_settings, wait_for
@@ -273,7 +273,7 @@ async def test_the_same_content_after_a_window_boundary_is_still_the_first_event
     store_url, monkeypatch
 ):
     clock = {"now": datetime(2026, 11, 23, 11, 59, 50, tzinfo=UTC)}  # 10 s before a boundary
-    monkeypatch.setattr("hub.intake.utcnow", lambda: clock["now"])
+    monkeypatch.setattr("hub.intake.accept.utcnow", lambda: clock["now"])
     hub = make_hub(make_settings(store_url, intake={"dedupe_window": "10m"}), start_workers=False)
     await hub.start()
     try:

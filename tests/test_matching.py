@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from hub.context import Hub
+from hub.domain.matching import Evidence
+from hub.domain.similarity import company_similarity, name_similarity
 from hub.hookspecs import hookimpl
 from hub.store.models import Contact, Deal, DuplicateCandidate, InboxEvent, Task
 from hub.store.types import utcnow
-from rules.matching import Evidence
-from rules.similarity import company_similarity, name_similarity
 from tests.conftest import PIPELINES, make_hub, make_settings, wait_for
 
 

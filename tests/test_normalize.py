@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.normalize import InvalidPoint, _parse_phone, _plain_ru, normalize_email, normalize_phone
+from hub.domain.normalize import (
+    InvalidPoint,
+    _parse_phone,
+    _plain_ru,
+    normalize_email,
+    normalize_phone,
+)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +136,7 @@ _TLDS = st.sampled_from(
 )
 def test_the_fast_email_check_agrees_with_email_validator(local, labels, tld):
     """normalize_email's shortcut for plain addresses answers exactly as email-validator does."""
-    from hub.normalize import _validate_email
+    from hub.domain.normalize import _validate_email
 
     domain = ".".join([*labels, tld]) if tld else ".".join(labels)
     address = f"{local}@{domain}"

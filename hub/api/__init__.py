@@ -22,7 +22,7 @@ from aiohttp import web
 from sqlalchemy import Select, and_, or_, select
 
 from hub.context import Hub
-from hub.normalize import InvalidPoint, normalize_email, normalize_phone
+from hub.domain.normalize import InvalidPoint, normalize_email, normalize_phone
 from hub.store.models import (
     Activity,
     Company,
@@ -358,7 +358,7 @@ def _company(row: Any) -> dict[str, Any]:
 @routes.get("/api/v1/companies")
 async def list_companies(request: web.Request) -> web.Response:
     """Companies; ``?q=`` finds by tax id or by name in any spelling of its legal form."""
-    from rules.similarity import company_key
+    from hub.domain.similarity import company_key
 
     stmt = select(Company.__table__)
     scope = await _owner_scope(request)

@@ -19,9 +19,9 @@ from aiohttp.helpers import parse_mimetype
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from hub.context import Hub
+from hub.domain.lead import Lead
 from hub.hookspecs import hookimpl
 from hub.intake import IntakeClosed
-from hub.lead import Lead
 from hub.logging import debug_enabled
 from plugins.webforms.config import Form, WebFormsConfig
 from plugins.webforms.mapping import map_fields

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, model_validator
 
 from hub.config import Duration, Settings
-from hub.lead import LEAD_FIELDS
+from hub.domain.lead import LEAD_FIELDS
 
 TARGETS = set(LEAD_FIELDS) | {"ignore"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hub.lead import UTM_FIELDS
-from hub.normalize import InvalidPoint, normalize_email, normalize_phone, normalize_tax_id
+from hub.domain.lead import UTM_FIELDS
+from hub.domain.normalize import InvalidPoint, normalize_email, normalize_phone, normalize_tax_id
 from plugins.webforms.config import Form
 from plugins.webforms.parsing import Fields
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hub.normalize import Point
-from rules.similarity import (
+from hub.domain.normalize import Point
+from hub.domain.similarity import (
     company_similarity,
     full_names_agree,
     name_similarity,

@@ -24,7 +24,7 @@ from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import WEEKDAYS, AssignmentRule, Settings
-from hub.lead import Lead
+from hub.domain.lead import Lead
 from hub.store.models import Deal, User
 
 ROUND_ROBIN = "assign.round_robin"
