@@ -414,6 +414,7 @@ def build_store(path: Path, contacts: int, rng: random.Random) -> list[str]:
 
 
 async def latency(path: Path, phones: list[str], settings: Settings, n: int) -> tuple[list, list]:
+    from hub.deals import DealWriter
     from hub.domain.lead import Lead
     from hub.leads import LeadPipeline
     from hub.store import Store
@@ -426,7 +427,7 @@ async def latency(path: Path, phones: list[str], settings: Settings, n: int) -> 
     async def reserve(conn, name, k):
         return 0
 
-    pipeline = LeadPipeline(catalog, settings, reserve)
+    pipeline = LeadPipeline(catalog, settings, reserve, DealWriter(store, lambda: catalog))
     matched, baseline = [], []
     for i in range(n):
         phone = phones[i % len(phones)]

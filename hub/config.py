@@ -7,8 +7,10 @@ plugin sections as raw tables until the plugins are loaded.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -73,8 +75,17 @@ class HubSection(Section):
     timezone: str = "UTC"
     default_region: str = "RU"
     shutdown_timeout: Duration = timedelta(seconds=30)
+    # A plugin's hub_startup still running after this long is cancelled and retried as not ready.
+    plugin_startup_timeout: Duration = timedelta(seconds=30)
     # Files that arrive with leads; relative to the config file's folder.
     attachments_dir: str = "var/attachments"
+
+    @field_validator("shutdown_timeout", "plugin_startup_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -108,6 +119,16 @@ class StoreSection(Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     pool_size: int = Field(10, ge=1)
     echo: bool = False
+    # A store not reachable at start-up is retried with backoff (while /healthz answers and
+    # /readyz says why); still unreachable after this long, the daemon exits with an error.
+    startup_deadline: Duration = timedelta(minutes=5)
+
+    @field_validator("startup_deadline")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -353,6 +374,21 @@ class Settings(BaseSettings):
         dup = {e for e in emails if emails.count(e) > 1}
         if dup:
             raise ValueError(f"users: duplicate email {', '.join(sorted(dup))}")
+        active = {u.email for u in self.users if u.active}
+        for name, token in self.api.tokens.items():
+            if token.role != "manager" or token.user is None:
+                continue
+            user = token.user.strip().lower()
+            if user not in emails:
+                raise ValueError(
+                    f"api.tokens.{name}.user: {token.user!r} is not under [[users]] "
+                    "(a manager token sees that user's records)"
+                )
+            if user not in active:
+                raise ValueError(
+                    f"api.tokens.{name}.user: {token.user!r} is not active; "
+                    "remove the token or set active = true"
+                )
         for rule in self.assignment.rules:
             unknown = [e for e in rule.to if e not in emails]
             if unknown:
@@ -402,6 +438,10 @@ class Settings(BaseSettings):
         return url
 
 
+# "api.tokens.anna.user: ..." or "assignment.rules 'Опт': ...": the message starts with its key.
+_NAMES_ITS_KEY = re.compile(r"^[a-z_]+(?:\.[^:\n]+)?:")
+
+
 class ConfigError(Exception):
     """An invalid configuration; the message names every bad key and what is wrong."""
 
@@ -412,6 +452,9 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(part) for part in item["loc"] if part != "__root__")
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
         message = item["msg"].removeprefix("Value error, ")
+        if not loc and not prefix and _NAMES_ITS_KEY.match(message):
+            lines.append(message)  # a check across sections names the key itself
+            continue
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.example.toml)"
         elif item["type"] == "missing":
@@ -447,3 +490,73 @@ def load_settings(path: Path | str | None = None) -> Settings:
         raise ConfigError(f"{config_path}: {error}") from None
     settings.config_path = config_path.resolve()
     return settings
+
+
+# -- secrets on a listening address ------------------------------------------------------
+
+EXAMPLE_SECRET = "change-me"
+MIN_EXPOSED_SECRET = 32
+
+
+def secrets_in(value: Any, key: str = "") -> Iterator[tuple[str, SecretStr]]:
+    """Every :class:`SecretStr` in a tree of settings, with its key (``api.tokens.head.token``)."""
+    if isinstance(value, SecretStr):
+        yield key, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from secrets_in(getattr(value, name), f"{key}.{name}" if key else name)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from secrets_in(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from secrets_in(item, f"{key}[{index}]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    bare = host.strip().strip("[]").lower()
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False  # a name, "" or "0.0.0.0"-like: assume it is reachable from outside
+
+
+def weak_secrets(secrets: Iterable[tuple[str, SecretStr]]) -> list[str]:
+    """One line per secret that is still an example value or too short to guess at."""
+    problems = []
+    for key, secret in secrets:
+        value = secret.get_secret_value()
+        hint = "" if "[" in key else f" (e.g. {ENV_PREFIX}{key.upper().replace('.', '__')})"
+        if value.strip().lower().startswith(EXAMPLE_SECRET):
+            problems.append(
+                f"{key}: still the example value; set a secret of {MIN_EXPOSED_SECRET} or more "
+                f"characters{hint}"
+            )
+        elif len(value) < MIN_EXPOSED_SECRET:
+            problems.append(
+                f"{key}: {len(value)} characters is too short to listen beyond this machine; "
+                f"use {MIN_EXPOSED_SECRET} or more{hint}"
+            )
+    return problems
+
+
+def check_listen_address(
+    settings: Settings, host: str, plugin_secrets: Iterable[tuple[str, SecretStr]] = ()
+) -> None:
+    """Refuse a non-loopback ``host`` while any secret is an example value or short.
+
+    Loopback stays allowed with any secret, for development. Raises
+    :class:`ConfigError` naming every weak key.
+    """
+    if is_loopback(host):
+        return
+    problems = weak_secrets([*secrets_in(settings), *plugin_secrets])
+    if problems:
+        problems.append(
+            f"hub.host: {host!r} is reachable from other machines, so the secrets above must be "
+            "real; 127.0.0.1 is allowed with any secret, for development"
+        )
+        raise ConfigError("\n".join(problems))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -12,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import events
 from hub.attachments import Attachments
 from hub.config import Settings
+from hub.deals import Actor, Change, DealWriter, Refusal, StoreReader
 from hub.domain.lead import Lead
 from hub.intake import Intake, Worker
 from hub.leads import LeadPipeline
 from hub.metrics import Metrics
-from hub.plugins import PluginHost, PluginRecord
+from hub.plugins import PluginHost, PluginRecord, await_me_maybe
 from hub.store import Store
 from hub.store.models import InboxEvent
 from hub.store.ops import Catalog, bump_counter, sync_config
@@ -47,6 +50,8 @@ class Hub:
         self.plugins = plugins if plugins is not None else PluginHost(settings)
         self.plugins.configure(self)
         self.catalog: Catalog | None = None
+        # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
+        self.deals = DealWriter(self.store, lambda: self.catalog, self.guard)
         self.events_written = asyncio.Event()
         self.start_workers = start_workers
         self.workers: list[Worker] = []
@@ -70,6 +75,26 @@ class Hub:
         async with self.store.write() as own:
             return await bump_counter(own, counter, n)
 
+    async def guard(
+        self, changes: Sequence[Change], actor: Actor, reader: StoreReader
+    ) -> list[Refusal]:
+        """Every enabled plugin's ``hub_guard`` verdict on a batch, each refusal named by
+        the plugin that made it."""
+        hook = self.plugins.pm.hook.hub_guard
+        impls = hook.get_hookimpls()
+        if not impls:
+            return []
+        given = {"changes": changes, "actor": actor, "store": reader, "hub": self}
+        refusals: list[Refusal] = []
+        for impl in impls:
+            name = self.plugins.pm.get_name(impl.plugin) or "guard"
+            found = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
+            for refusal in found or ():
+                if not isinstance(refusal, Refusal):
+                    raise TypeError(f"hub_guard of {name} returned {refusal!r}, not a Refusal")
+                refusals.append(refusal if refusal.guard else replace(refusal, guard=name))
+        return refusals
+
     def matchers(self) -> list[Any]:
         """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""
         return [
@@ -85,7 +110,9 @@ class Hub:
         async with self.store.write() as conn:
             self.catalog = await sync_config(conn, self.settings)
         await self.intake.start()
-        pipeline = LeadPipeline(self.catalog, self.settings, self.reserve, self.matchers())
+        pipeline = LeadPipeline(
+            self.catalog, self.settings, self.reserve, self.deals, self.matchers()
+        )
         count = self.settings.intake.workers if not self.store.is_sqlite else 1
         if self.start_workers and self.settings.intake.process:
             for index in range(count):

@@ -21,13 +21,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from hub.config import Settings
+from hub.deals import Actor, DealWriter
+from hub.deals.changes import FlagDuplicate
 from hub.domain.matching import BUILTIN, Candidate, Incoming, Matcher, score
 from hub.domain.normalize import Point
 from hub.domain.similarity import name_tokens
 from hub.store import Store
 from hub.store.models import Contact, ContactPoint, DuplicateCandidate
-from hub.store.ops import dialect_insert
-from hub.store.types import utcnow
 
 MAX_GROUP = 50
 CHUNK = 5000
@@ -152,32 +152,17 @@ async def scan(
     return found, len(pairs)
 
 
-async def save_for_review(store: Store, pairs: Sequence[Pair]) -> int:
-    """Add pairs to the review list (a pair already there is left as it is)."""
+async def save_for_review(writer: DealWriter, pairs: Sequence[Pair], actor: Actor) -> int:
+    """Add pairs to the review list (a pair already there is left as it is); returns how
+    many were new."""
     if not pairs:
         return 0
-    now = utcnow()
-    async with store.write() as conn:
-        stmt = dialect_insert(conn, duplicates).on_conflict_do_nothing(
-            index_elements=["contact_id", "other_id"]
-        )
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "contact_id": p.b,
-                    "other_id": p.a,
-                    "score": p.score,
-                    "reasons": {"reasons": list(p.reasons)},
-                    "origin": "scan",
-                    "status": "open",
-                    "inbox_id": None,
-                    "created_at": now,
-                }
-                for p in pairs
-            ],
-        )
-    return len(pairs)
+    changes = [
+        FlagDuplicate(contact=p.b, other=p.a, score=p.score, reasons=list(p.reasons), origin="scan")
+        for p in pairs
+    ]
+    applied = await writer.apply(changes, actor)
+    return len(applied.events)
 
 
 def write_csv(pairs: Sequence[Pair], path: Path) -> None:

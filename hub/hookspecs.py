@@ -22,7 +22,7 @@ Hooks called with ``firstresult`` (one answer wins) must decline by returning
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hub.context import Hub
+    from hub.deals import Actor, Change, Refusal, StoreReader
     from hub.domain.lead import Lead
 
 PROJECT = "crm_hub"
@@ -56,9 +57,20 @@ def hub_routes(hub: Hub) -> list[web.RouteDef] | None:
 def hub_startup(hub: Hub) -> Awaitable[None] | None:
     """Open what the plugin needs (connections, clients); called before it serves.
 
-    Raising here marks the plugin failed; the host logs it with the plugin's name
-    and calls this hook again later with backoff (5 s, 10 s, 20 s ... 5 min). The
-    daemon and other plugins go on.
+    Say why it cannot start by raising one of the failures of :mod:`hub.plugins`:
+
+    - ``PluginNotReady("imap.example.ru:993 refused")``: something it needs is not
+      there yet; the plugin is ``not_ready`` and this hook is called again with
+      backoff (5 s, 10 s, 20 s ... 5 min).
+    - ``PluginAuthFailed(...)`` / ``PluginConfigError(...)``: its credentials were
+      refused / its settings cannot work; the plugin is ``auth_failed`` /
+      ``config_error`` for good, not retried until the daemon restarts.
+
+    Any other exception is logged with its traceback and retried like
+    ``PluginNotReady`` (state ``failed``). A call still running after
+    ``hub.plugin_startup_timeout`` (30 s) is cancelled and counts as not ready.
+    Every reason is shown by ``hub plugins`` and ``/readyz``; the daemon and the
+    other plugins go on.
     """
 
 
@@ -106,4 +118,24 @@ def hub_matchers(hub: Hub) -> list[Any] | None:
     :class:`hub.domain.matching.Evidence` (a weight and a readable reason). Candidates
     are contacts sharing a phone or email with the lead; the built-in matchers
     (points, name, company, city) always run. Called once at start-up.
+    """
+
+
+@hookspec
+def hub_guard(
+    changes: Sequence[Change], actor: Actor, store: StoreReader, hub: Hub
+) -> Iterable[Refusal] | Awaitable[Iterable[Refusal]] | None:
+    """Look at a batch of changes before the deal store writes any of it; refuse what breaks a rule.
+
+    Called by :class:`hub.deals.DealWriter` for every batch on every write path (API,
+    CLI, import, merge, the lead pipeline, other plugins), inside the batch's
+    transaction, so ``store`` (read-only) shows the store as the batch will find it.
+    ``changes`` are the typed change objects of :mod:`hub.deals.changes`, ``actor``
+    who asked for them (:class:`hub.deals.Actor`: a user, a token, a plugin, the lead
+    pipeline, an import, a rule).
+
+    Return (or yield) :class:`hub.deals.Refusal` objects, each naming the change it
+    refuses and a reason a manager can read ("Stage 'Договор' needs: amount"). Any
+    refusal from any guard refuses the whole batch: nothing is written, and the
+    caller gets every reason of every guard at once. Return nothing to allow.
     """

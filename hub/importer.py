@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub.deals import Actor
 from hub.domain.lead import Lead
 from hub.leads import LeadPipeline
 from hub.store import Store
@@ -210,7 +211,11 @@ def row_to_lead(values: dict[str, list[str]]) -> Lead:
 
 
 async def import_contacts(
-    store: Store, pipeline: LeadPipeline, path: Path, mapping: dict[str, str] | None = None
+    store: Store,
+    pipeline: LeadPipeline,
+    path: Path,
+    mapping: dict[str, str] | None = None,
+    actor: Actor | None = None,
 ) -> Report:
     headers, rows = read_rows(path)
     if not any(headers):
@@ -222,6 +227,7 @@ async def import_contacts(
             "map one with --map 'Header=phone'"
         )
     report = Report(mapping=mapping)
+    actor = actor or Actor.importer(path.name)
     columns = [
         (i, mapping[h]) for i, h in enumerate(headers) if mapping.get(h, "ignore") != "ignore"
     ]
@@ -244,23 +250,27 @@ async def import_contacts(
             continue
         batch.append((number, lead))
         if len(batch) >= BATCH:
-            await _write(store, pipeline, batch, report)
+            await _write(store, pipeline, batch, report, actor)
             batch = []
     if batch:
-        await _write(store, pipeline, batch, report)
+        await _write(store, pipeline, batch, report, actor)
     return report
 
 
 async def _write(
-    store: Store, pipeline: LeadPipeline, batch: list[tuple[int, Lead]], report: Report
+    store: Store,
+    pipeline: LeadPipeline,
+    batch: list[tuple[int, Lead]],
+    report: Report,
+    actor: Actor,
 ) -> None:
     try:
-        results = await _write_batch(store, pipeline, batch)
+        results = await _write_batch(store, pipeline, batch, actor)
     except Exception:
         results = []
         for number, lead in batch:  # find the row that broke the batch; keep the others
             try:
-                results += await _write_batch(store, pipeline, [(number, lead)])
+                results += await _write_batch(store, pipeline, [(number, lead)], actor)
             except Exception as error:
                 report.rejected.append((number, f"{type(error).__name__}: {error}"[:300]))
     for result in results:
@@ -268,9 +278,9 @@ async def _write(
 
 
 async def _write_batch(
-    store: Store, pipeline: LeadPipeline, batch: list[tuple[int, Lead]]
+    store: Store, pipeline: LeadPipeline, batch: list[tuple[int, Lead]], actor: Actor
 ) -> list[dict[str, Any]]:
     now = utcnow()
     plans = [pipeline.plan(number, lead, now) for number, lead in batch]
     async with store.write() as conn:
-        return await pipeline.run_contacts(conn, plans, now)
+        return await pipeline.run_contacts(conn, plans, now, actor)

@@ -1,7 +1,8 @@
-"""The lead pipeline: normalize → match → decide → assign → write, over a batch of leads.
+"""The lead pipeline: normalize → match → decide → assign, over a batch of leads.
 
-It runs inside one transaction and writes each table with one bulk statement,
-so its cost per lead is a few rows, not a few round trips. For every lead it
+It runs inside one transaction, decides, and hands the writer
+(:mod:`hub.deals.writer`) the changes it decided; the writer writes each kind with
+one bulk statement, so a lead costs a few rows, not a few round trips. For every lead it
 records what it decided and why (the inbox event's ``result``):
 
 - ``new_contact``: nobody known; a new contact and deal.
@@ -25,15 +26,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub import lead_writes as writes
 from hub.config import MatchingSection, Settings
+from hub.deals import LEAD_PIPELINE, Actor, DealWriter
+from hub.deals.changes import (
+    UNSET,
+    AddTask,
+    Change,
+    CompanyRef,
+    ContactRef,
+    CreateCompany,
+    CreateContact,
+    CreateDeal,
+    DealRef,
+    FlagDuplicate,
+    LogActivity,
+    RecordLead,
+    Reopen,
+    RepeatInquiry,
+    UpdateContact,
+    ref_id,
+)
 from hub.domain.assignment import Assigner, Request
 from hub.domain.lead import Lead
 from hub.domain.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
@@ -55,7 +74,9 @@ from hub.store.models import (
     DomainEvent,
     User,
 )
-from hub.store.ops import Catalog, PipelineInfo, StageInfo, allocate_ids
+from hub.store.ops import Catalog, PipelineInfo, StageInfo
+
+DEFAULT_CONTACT_WITHIN = timedelta(days=1)
 
 companies_t = Company.__table__
 contacts_t = Contact.__table__
@@ -86,10 +107,8 @@ class _Plan:
     owner_id: int | None = None
     rule: str = "unassigned"
     new_points: list[Point] = field(default_factory=list)
-    task_id: int | None = None
-    reopened_from: int | None = None
     tax_id: str | None = None
-    company_id: int | None = None
+    company: CompanyRef | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -103,8 +122,16 @@ class _Contact:
     owner_id: int | None
     points: set[tuple[str, str]]
     lead: Lead | None = None  # set for a contact this batch creates
-    company_id: int | None = None
+    company_ref: CompanyRef | None = None
     tax_id: str | None = None
+    create: CreateContact | None = None
+
+    @property
+    def ref(self) -> ContactRef:
+        if self.id is not None:
+            return self.id
+        assert self.create is not None
+        return self.create
 
 
 @dataclass(slots=True, eq=False)
@@ -116,6 +143,14 @@ class _Deal:
     owner_id: int | None
     closed_at: datetime | None
     created_by: _Plan | None = None  # the plan in this batch that creates it
+    create: CreateDeal | None = None
+
+    @property
+    def ref(self) -> DealRef:
+        if self.id is not None:
+            return self.id
+        assert self.create is not None
+        return self.create
 
 
 def lock_key(kind: str, normalized: str) -> int:
@@ -130,9 +165,11 @@ class LeadPipeline:
         catalog: Catalog,
         settings: Settings,
         reserve: Callable[[AsyncConnection, str, int], Awaitable[int]],
+        writer: DealWriter,
         matchers: Sequence[Matcher] = (),
     ) -> None:
         self.catalog = catalog
+        self.writer = writer
         self.settings = settings
         self.region = settings.hub.default_region
         self.matching: MatchingSection = settings.matching
@@ -248,7 +285,7 @@ class LeadPipeline:
         return dict(rows.all())
 
     async def run_contacts(
-        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
+        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime, actor: Actor
     ) -> list[dict[str, Any]]:
         """Place contacts without deals (an import): created, merged into a known one, or
         created and flagged for review. A merged contact gains the new phones and emails
@@ -262,91 +299,115 @@ class LeadPipeline:
         for plan in plans:
             assert plan.contact is not None
             plan.owner_id = plan.contact.owner_id
-        await self._companies(conn, plans, now)
-        await writes.insert_contacts(conn, new_contacts, now)
-        await writes.insert_points(conn, plans, new_contacts, now)
-        fills = []
+        changes: list[Change] = []
+        creates, links = await self._companies(conn, plans)
+        changes += creates
+        changes += self._new_contacts(plans, new_contacts)
         for plan in plans:
             contact = plan.contact
             assert contact is not None
             if contact.lead is plan.lead:  # this row created it
                 continue
             lead = plan.lead
-            fills.append(
-                {
-                    "contact_id": contact.id,
-                    "name": lead.name,
-                    "city": lead.city,
-                    "segment": lead.segment,
-                    "external_id": lead.external_id,
-                    "owner": owners.get((lead.owner or "").lower()),
-                }
+            changes.append(
+                UpdateContact(
+                    contact=contact.ref,
+                    name=lead.name,
+                    city=lead.city,
+                    segment=lead.segment,
+                    external_id=lead.external_id,
+                    owner_id=owners.get((lead.owner or "").lower()),
+                    company=links.pop(contact.id, UNSET) if contact.id is not None else UNSET,
+                    add_points=plan.new_points,
+                    fill_only=True,
+                )
             )
-        if fills:
-            await conn.execute(
-                update(contacts_t)
-                .where(contacts_t.c.id == bindparam("contact_id"))
-                .values(
-                    name=func.coalesce(contacts_t.c.name, bindparam("name")),
-                    city=func.coalesce(contacts_t.c.city, bindparam("city")),
-                    segment=func.coalesce(contacts_t.c.segment, bindparam("segment")),
-                    external_id=func.coalesce(contacts_t.c.external_id, bindparam("external_id")),
-                    owner_id=func.coalesce(contacts_t.c.owner_id, bindparam("owner")),
-                    updated_at=now,
-                ),
-                fills,
-            )
-        await writes.insert_duplicates(conn, reviews, now)
-        results, events = [], []
+        changes += self._flags(reviews, "import")
+        await self.writer.apply_in(conn, changes, actor, now)
+        results = []
         for plan in plans:
             contact = plan.contact
             assert contact is not None
             created = contact.lead is plan.lead
             decision = ("flagged" if plan.review else "created") if created else "merged"
-            result: dict[str, Any] = {"decision": decision, "contact_id": contact.id}
+            result: dict[str, Any] = {"decision": decision, "contact_id": ref_id(contact.ref)}
             if plan.match is not None:
                 result["match"] = plan.match.describe()
             if plan.review is not None:
-                result["possible_duplicate_of"] = plan.review[0].id
+                result["possible_duplicate_of"] = ref_id(plan.review[0].ref)
                 result["match"] = plan.review[1].describe()
             results.append(result)
-            events.append(
-                {
-                    "type": "contact.created" if decision != "merged" else "contact.updated",
-                    "subject": "contact",
-                    "subject_id": contact.id,
-                    "payload": {"channel": plan.lead.channel, **result},
-                    "occurred_at": now,
-                }
-            )
-        await conn.execute(insert(events_t), events)
         return results
 
     async def run(self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime) -> list[dict]:
-        """Write what ``plans`` become in ``conn``'s transaction; one result per plan."""
+        """Decide what ``plans`` become and have the writer write it in ``conn``'s
+        transaction; one result per plan."""
         contacts, reviews = await self._match_all(conn, plans)
         deals = await self._deals(conn, contacts)
         for plan in plans:
             assert plan.contact is not None
             self._decide(plan, deals.setdefault(plan.contact, []), now)
-
         owner_changes = await self._assign(conn, plans, now)
-        await self._companies(conn, plans, now)
-        if owner_changes:
-            await conn.execute(
-                update(contacts_t)
-                .where(contacts_t.c.id == bindparam("contact_id"))
-                .values(owner_id=bindparam("owner"), updated_at=now),
-                [{"contact_id": cid, "owner": owner} for cid, owner in owner_changes.items()],
-            )
+        changes: list[Change] = []
+        creates, links = await self._companies(conn, plans)
+        changes += creates
         new_contacts = [c for c in dict.fromkeys(p.contact for p in plans) if c.id is None]
-        await writes.insert_contacts(conn, new_contacts, now)
-        await writes.insert_points(conn, plans, new_contacts, now)
-        await writes.reopen(conn, [p for p in plans if p.action == "reopen"], now)
-        await writes.insert_deals(conn, [p for p in plans if p.action == "new_deal"], now)
-        await writes.insert_tasks(conn, plans, now, self.catalog, self.settings)
-        await writes.insert_duplicates(conn, reviews, now)
-        return await writes.insert_history(conn, plans, new_contacts, now)
+        changes += self._new_contacts(plans, new_contacts)
+        changes += self._known_contacts(plans, owner_changes, links)
+        records = self._deal_changes(plans, now, changes)
+        changes += self._flags(reviews, "intake")
+        changes += [self._activity(plan) for plan in plans]
+        changes += records
+        await self.writer.apply_in(conn, changes, LEAD_PIPELINE, now)
+        return [record.result() for record in records]
+
+    def _new_contacts(self, plans: Sequence[_Plan], new: list[_Contact]) -> list[Change]:
+        points: dict[_Contact, dict[tuple[str, str], Point]] = {c: {} for c in new}
+        for plan in plans:
+            mine = points.get(plan.contact)  # type: ignore[arg-type]
+            if mine is not None:
+                for point in plan.points:
+                    mine.setdefault((point.kind, point.normalized), point)
+        out: list[Change] = []
+        for contact in new:
+            lead = contact.lead
+            assert lead is not None
+            contact.create = CreateContact(
+                name=lead.name,
+                owner_id=contact.owner_id,
+                city=lead.city,
+                segment=lead.segment,
+                external_id=lead.external_id,
+                company=contact.company_ref,
+                custom={"company": lead.company} if lead.company else {},
+                points=list(points[contact].values()),
+            )
+            out.append(contact.create)
+        return out
+
+    @staticmethod
+    def _known_contacts(
+        plans: Sequence[_Plan],
+        owner_changes: dict[int, int | None],
+        links: dict[int, CompanyRef],
+    ) -> list[Change]:
+        """One update per known contact: a new owner, a company, new phones or emails."""
+        new_points: dict[int, list[Point]] = {}
+        for plan in plans:
+            contact = plan.contact
+            assert contact is not None
+            if contact.id is not None and plan.new_points:
+                new_points.setdefault(contact.id, []).extend(plan.new_points)
+        touched = sorted(set(owner_changes) | set(new_points) | set(links))
+        out: list[Change] = []
+        for contact_id in touched:
+            change = UpdateContact(contact=contact_id, add_points=new_points.get(contact_id, []))
+            if contact_id in owner_changes:
+                change.owner_id = owner_changes[contact_id]
+            if contact_id in links:
+                change.company = links[contact_id]
+            out.append(change)
+        return out
 
     async def _lock(self, conn: AsyncConnection, keys: list[tuple[str, str]]) -> None:
         # Sorted, so two batches sharing points take their locks in one order and cannot
@@ -415,7 +476,7 @@ class LeadPipeline:
                 city,
                 owner_id,
                 set(),
-                company_id=company_id,
+                company_ref=company_id,
                 tax_id=tax_id,
             )
         points = await conn.execute(
@@ -521,7 +582,6 @@ class LeadPipeline:
             and now - closed.closed_at <= repeat.recent_within  # type: ignore[operator]
         ):
             plan.action, plan.deal, plan.decision = "reopen", closed, "reopened_deal"
-            plan.reopened_from = closed.stage_id
             closed.status, closed.stage_id = "open", plan.stage.id
             return
         if contact.id is not None:
@@ -575,18 +635,19 @@ class LeadPipeline:
         return changes
 
     async def _companies(
-        self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime
-    ) -> None:
+        self, conn: AsyncConnection, plans: Sequence[_Plan]
+    ) -> tuple[list[Change], dict[int, CompanyRef]]:
         """The company of each lead that names one: found by tax id, else by name key
         (a company with another tax id is not the same), else created. Contacts
-        without a company get it; new deals carry it."""
+        without a company get it; new deals carry it. Returns the companies to create
+        and, per known contact, the company it is to be linked to."""
         wanted: list[tuple[_Plan, str | None, str | None]] = []
         for plan in plans:
             key = company_key(plan.lead.company) if plan.lead.company else None
             if plan.tax_id or key:
                 wanted.append((plan, plan.tax_id, key or None))
         if not wanted:
-            return
+            return [], {}
         taxes = sorted({t for _, t, _ in wanted if t})
         keys = sorted({k for _, _, k in wanted if k})
         rows = await conn.execute(
@@ -594,57 +655,172 @@ class LeadPipeline:
             .where(or_(companies_t.c.tax_id.in_(taxes), companies_t.c.name_key.in_(keys)))
             .order_by(companies_t.c.id)
         )
-        by_tax: dict[str, int] = {}
-        by_key: dict[str, tuple[int, str | None]] = {}
+        by_tax: dict[str, CompanyRef] = {}
+        by_key: dict[str, tuple[CompanyRef, str | None]] = {}
         for company_id, tax_id, name_key in rows:
             if tax_id:
                 by_tax.setdefault(tax_id, company_id)
             if name_key:
                 by_key.setdefault(name_key, (company_id, tax_id))
-        new_rows: list[dict[str, Any]] = []
+        creates: list[Change] = []
+        links: dict[int, CompanyRef] = {}
         for plan, tax_id, key in wanted:
             found = by_tax.get(tax_id) if tax_id else None
             if found is None and key in by_key:
-                company_id, known_tax = by_key[key]
+                company, known_tax = by_key[key]
                 if not tax_id or not known_tax or known_tax == tax_id:
-                    found = company_id
+                    found = company
             if found is None:
-                row = {
-                    "name": (plan.lead.company or f"ИНН {tax_id}")[:300],
-                    "name_key": key,
-                    "tax_id": tax_id,
-                    "external_id": None,
-                    "city": plan.lead.city,
-                    "owner_id": plan.owner_id,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                new_rows.append(row)
-                found = -len(new_rows)  # resolved to a real id below
+                found = CreateCompany(
+                    name=(plan.lead.company or f"ИНН {tax_id}")[:300],
+                    name_key=key,
+                    tax_id=tax_id,
+                    city=plan.lead.city,
+                    owner_id=plan.owner_id,
+                )
+                creates.append(found)
                 if tax_id:
                     by_tax[tax_id] = found
                 if key:
                     by_key[key] = (found, tax_id)
-            plan.company_id = found
-        ids = await allocate_ids(conn, companies_t, len(new_rows))
-        for row, company_id in zip(new_rows, ids, strict=True):
-            row["id"] = company_id
-        if new_rows:
-            await conn.execute(insert(companies_t), new_rows)
-        links = []
-        for plan, _, _ in wanted:
-            if plan.company_id is not None and plan.company_id < 0:
-                plan.company_id = ids[-plan.company_id - 1]
+            plan.company = found
             contact = plan.contact
             assert contact is not None
-            if contact.company_id is None:
-                contact.company_id = plan.company_id
+            if contact.company_ref is None:
+                contact.company_ref = found
                 if contact.id is not None:
-                    links.append({"contact_id": contact.id, "company": plan.company_id})
-        if links:
-            await conn.execute(
-                update(contacts_t)
-                .where(contacts_t.c.id == bindparam("contact_id"))
-                .values(company_id=bindparam("company")),
-                links,
+                    links[contact.id] = found
+        return creates, links
+
+    def _deal_changes(
+        self, plans: Sequence[_Plan], now: datetime, changes: list[Change]
+    ) -> list[RecordLead]:
+        """Deals created, reopened or asked about again, and each lead's task; appended to
+        ``changes`` kind by kind (the writer bulk-writes runs of one kind). Returns each
+        lead's record, written last."""
+        created, reopened, repeated, tasks = [], [], [], []
+        records: list[RecordLead] = []
+        for plan in plans:
+            lead, contact, deal = plan.lead, plan.contact, plan.deal
+            assert contact is not None and deal is not None
+            if plan.action == "new_deal":
+                custom = dict(lead.custom)
+                if lead.company:
+                    custom.setdefault("company", lead.company)
+                deal.create = CreateDeal(
+                    title=deal_title(lead),
+                    pipeline_id=plan.pipeline.id,
+                    stage_id=plan.stage.id,
+                    contact=contact.ref,
+                    company=plan.company or contact.company_ref,
+                    owner_id=plan.owner_id,
+                    amount=lead.amount,
+                    currency=lead.currency,
+                    source=lead.source,
+                    segment=lead.segment,
+                    custom=custom,
+                    utm=lead.utm,
+                    inbox_id=plan.inbox_id,
+                    channel=lead.channel,
+                )
+                created.append(deal.create)
+                stage, title = plan.stage, plan.pipeline.first_task
+            elif plan.action == "reopen":
+                assert deal.id is not None
+                reopened.append(
+                    Reopen(
+                        deal=deal.id,
+                        stage=plan.stage.key,
+                        owner_id=plan.owner_id,
+                        inbox_id=plan.inbox_id,
+                        channel=lead.channel,
+                    )
+                )
+                stage, title = plan.stage, plan.pipeline.first_task
+            else:
+                assert deal.id is not None
+                repeated.append(
+                    RepeatInquiry(deal=deal.id, inbox_id=plan.inbox_id, channel=lead.channel)
+                )
+                stage = self.catalog.stages_by_id.get(deal.stage_id, plan.stage)
+                title = self._repeat_task(plan)
+            task = AddTask(
+                title=title,
+                due_at=now + (stage.contact_within or DEFAULT_CONTACT_WITHIN),
+                deal=deal.ref,
+                contact=contact.ref,
+                owner_id=plan.owner_id,
             )
+            tasks.append(task)
+            match = plan.match.describe() if plan.match is not None else None
+            duplicate_of: ContactRef | None = None
+            if plan.review is not None:
+                duplicate_of = plan.review[0].ref
+                match = plan.review[1].describe()
+            records.append(
+                RecordLead(
+                    inbox_id=plan.inbox_id,
+                    channel=lead.channel,
+                    decision=plan.decision,
+                    contact=contact.ref,
+                    deal=deal.ref,
+                    task=task,
+                    owner_id=plan.owner_id,
+                    assigned_by=plan.rule,
+                    match=match,
+                    possible_duplicate_of=duplicate_of,
+                )
+            )
+        changes += created
+        changes += reopened
+        changes += repeated
+        changes += tasks
+        return records
+
+    def _repeat_task(self, plan: _Plan) -> str:
+        configured = self.settings.pipelines.get(plan.pipeline.key)
+        return configured.repeat.task if configured else "Repeat request from the client"
+
+    @staticmethod
+    def _flags(reviews: Sequence[_Plan], origin: str) -> list[Change]:
+        out: list[Change] = []
+        for plan in reviews:
+            assert plan.review is not None and plan.contact is not None
+            other, result = plan.review
+            out.append(
+                FlagDuplicate(
+                    contact=plan.contact.ref,
+                    other=other.ref,
+                    score=result.value,
+                    reasons=list(result.reasons),
+                    origin=origin,
+                    inbox_id=plan.inbox_id if origin == "intake" else None,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _activity(plan: _Plan) -> LogActivity:
+        lead, contact, deal = plan.lead, plan.contact, plan.deal
+        assert contact is not None and deal is not None
+        return LogActivity(
+            activity=lead.activity_kind,
+            summary=lead.summary or f"{lead.activity_kind} via {lead.channel}",
+            deal=deal.ref,
+            contact=contact.ref,
+            payload={
+                "submission": lead.submission,
+                "message": lead.message,
+                "invalid_points": plan.invalid,
+            },
+            occurred_at=plan.received_at,
+            inbox_id=plan.inbox_id,
+        )
+
+
+def deal_title(lead: Lead) -> str:
+    if lead.title:
+        return lead.title[:300]
+    who = lead.name or (lead.phones[0] if lead.phones else None)
+    who = who or (lead.emails[0] if lead.emails else None) or "lead"
+    return who[:300]

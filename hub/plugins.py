@@ -3,6 +3,17 @@
 A plugin's failure is a state, never the daemon's: start-up and background tasks
 run under a supervisor that logs the error with the plugin's name, marks the
 plugin failed (``hub plugins``, ``/readyz``) and tries again with backoff.
+
+A plugin says why its start-up failed by raising one of the typed failures
+below from ``hub_startup`` (as Home Assistant's ``ConfigEntryNotReady`` /
+``ConfigEntryAuthFailed`` / ``ConfigEntryError``)::
+
+    from hub.plugins import PluginAuthFailed, PluginConfigError, PluginNotReady
+
+:class:`PluginNotReady` is retried with backoff, like any other exception and like
+a start-up that outlives ``hub.plugin_startup_timeout``; :class:`PluginAuthFailed`
+and :class:`PluginConfigError` fail the plugin for good, with the reason shown,
+until its configuration is fixed and the daemon restarted.
 """
 
 from __future__ import annotations
@@ -19,10 +30,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from hub import hookspecs
-from hub.config import ConfigError, Settings, format_validation_error
+from hub.config import (
+    ConfigError,
+    Settings,
+    check_listen_address,
+    format_validation_error,
+    secrets_in,
+)
 from hub.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -32,6 +49,41 @@ log = structlog.get_logger("hub.plugins")
 
 ENTRY_POINT_GROUP = "crm_hub"
 BUILTIN_DIST = "crm-hub"
+
+
+class PluginStartupError(Exception):
+    """Why a plugin's ``hub_startup`` failed: raise a subclass, with a reason a person can read."""
+
+    state = "failed"
+    retry = True
+    label = "failed"
+
+
+class PluginNotReady(PluginStartupError):
+    """What the plugin needs is not there yet (its server is down, a queue is missing).
+
+    The plugin is shown as ``not_ready`` and started again with backoff; nothing is
+    logged as a traceback, the reason is the message.
+    """
+
+    state = "not_ready"
+    label = "not ready"
+
+
+class PluginAuthFailed(PluginStartupError):
+    """The plugin's credentials were refused. Not retried: fix them and restart the daemon."""
+
+    state = "auth_failed"
+    retry = False
+    label = "authentication failed"
+
+
+class PluginConfigError(PluginStartupError):
+    """The plugin's settings cannot work (a mailbox that does not exist). Not retried."""
+
+    state = "config_error"
+    retry = False
+    label = "configuration error"
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -51,7 +103,9 @@ class PluginRecord:
     enabled: bool = False
     config: BaseModel | None = None
     instance: Any = None
-    state: str = "disabled"  # disabled | configured | starting | running | failed | stopped
+    # disabled | configured | starting | running | stopped, or while retried with backoff
+    # failed | not_ready, or for good (until a restart) auth_failed | config_error
+    state: str = "disabled"
     error: str | None = None
     failures: int = 0
     retry_at: datetime | None = None
@@ -66,6 +120,7 @@ class PluginRecord:
             "error": self.error,
             "failures": self.failures,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "retrying": self.retry_at is not None,
         }
 
     @property
@@ -87,8 +142,14 @@ class PluginHost:
         extra: dict[str, Any] | None = None,
         retry_base: float = 5.0,
         retry_max: float = 300.0,
+        startup_timeout: float | None = None,
     ) -> None:
         self.settings = settings
+        self.startup_timeout = (
+            startup_timeout
+            if startup_timeout is not None
+            else settings.hub.plugin_startup_timeout.total_seconds()
+        )
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
@@ -159,6 +220,11 @@ class PluginHost:
                 continue
             if model is None and raw:
                 errors.append(f"plugins.{name}: this plugin takes no settings")
+        if not errors:
+            try:
+                check_listen_address(self.settings, self.settings.hub.host, self.secrets())
+            except ConfigError as error:
+                errors.append(str(error))
         if errors:
             raise ConfigError("\n".join(errors))
         if hub is None:
@@ -175,6 +241,15 @@ class PluginHost:
                 record.error = f"{type(error).__name__}: {error}"
                 log.exception("plugin_build_failed", plugin=record.name)
         self.pm.check_pending()
+
+    def secrets(self) -> list[tuple[str, SecretStr]]:
+        """Every secret in the enabled plugins' sections, with its key."""
+        return [
+            found
+            for name, record in self.records.items()
+            if record.enabled and record.config is not None
+            for found in secrets_in(record.config, f"plugins.{name}")
+        ]
 
     @staticmethod
     def _build(record: PluginRecord, hub: Hub) -> Any:
@@ -255,6 +330,38 @@ class PluginHost:
         record.error = f"{where}: {type(error).__name__}: {error}"
         log.error("plugin_failed", plugin=record.name, where=where, exc_info=error)
 
+    def _startup_failed(self, record: PluginRecord, error: PluginStartupError) -> None:
+        """A failure the plugin named: its reason is the message, no traceback."""
+        record.state = error.state
+        record.failures += 1
+        reason = str(error) or type(error).__name__
+        if error.retry:
+            record.error = f"{error.label}: {reason}"
+            log.warning(
+                "plugin_not_ready", plugin=record.name, reason=reason, failures=record.failures
+            )
+        else:
+            record.error = (
+                f"{error.label}: {reason} "
+                f"(not retried: fix [plugins.{record.name}] and restart the daemon)"
+            )
+            log.error(
+                "plugin_failed_for_good", plugin=record.name, state=error.state, reason=reason
+            )
+
+    async def _startup(self, record: PluginRecord, hub: Hub) -> None:
+        """Call ``hub_startup``; one that outlives the start-up timeout is cancelled, not ready."""
+        limit = self.startup_timeout
+        try:
+            async with asyncio.timeout(limit) as timeout:
+                await await_me_maybe(self.call_one(record, "hub_startup", hub=hub))
+        except TimeoutError as error:
+            if not timeout.expired():
+                raise  # the plugin's own timeout, not ours
+            raise PluginNotReady(
+                f"hub_startup did not finish within {limit:g}s (hub.plugin_startup_timeout)"
+            ) from error
+
     async def _sleep_or_stop(self, delay: float) -> bool:
         """Sleep ``delay`` seconds; True when shutdown began meanwhile."""
         try:
@@ -270,26 +377,33 @@ class PluginHost:
         extra_tasks: Callable[[PluginRecord], dict[str, Any]],
     ) -> None:
         while not self._stopping.is_set():
-            record.state = "starting"
+            record.state, record.retry_at = "starting", None
             try:
-                await await_me_maybe(self.call_one(record, "hub_startup", hub=hub))
+                await self._startup(record, hub)
                 tasks = dict(self.call_one(record, "hub_background_tasks", hub=hub) or {})
                 tasks.update(extra_tasks(record))
+            except PluginStartupError as error:
+                self._startup_failed(record, error)
+                if not error.retry:
+                    return
             except Exception as error:
                 self._fail(record, error, where="hub_startup")
-                delay = self._backoff(record.failures)
-                record.retry_at = utcnow() + timedelta(seconds=delay)
-                if await self._sleep_or_stop(delay):
-                    return
-                continue
-            record.state, record.error, record.retry_at = "running", None, None
-            log.info("plugin_started", plugin=record.name, tasks=sorted(tasks))
-            for task_name, function in tasks.items():
-                record.tasks[task_name] = asyncio.create_task(
-                    self._run_task(record, task_name, function),
-                    name=f"plugin:{record.name}:{task_name}",
-                )
-            return
+            else:
+                self._run(record, tasks)
+                return
+            delay = self._backoff(record.failures)
+            record.retry_at = utcnow() + timedelta(seconds=delay)
+            if await self._sleep_or_stop(delay):
+                return
+
+    def _run(self, record: PluginRecord, tasks: dict[str, Any]) -> None:
+        record.state, record.error, record.retry_at = "running", None, None
+        log.info("plugin_started", plugin=record.name, tasks=sorted(tasks))
+        for task_name, function in tasks.items():
+            record.tasks[task_name] = asyncio.create_task(
+                self._run_task(record, task_name, function),
+                name=f"plugin:{record.name}:{task_name}",
+            )
 
     async def _run_task(self, record: PluginRecord, name: str, function: Any) -> None:
         failures = 0
@@ -319,13 +433,15 @@ class PluginHost:
         self._supervisors.clear()
         for record in list(self.active()):
             record.tasks.clear()
+            if record.state == "configured":
+                continue  # never started: nothing to close
             try:
                 await asyncio.wait_for(
                     await_me_maybe(self.call_one(record, "hub_shutdown", hub=hub)), grace
                 )
             except Exception:
                 log.exception("plugin_shutdown_failed", plugin=record.name)
-            if record.state != "failed":
+            if record.state in ("starting", "running"):
                 record.state = "stopped"
 
     def summary(self) -> list[dict[str, Any]]:

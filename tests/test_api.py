@@ -32,14 +32,14 @@ async def test_no_token_or_a_wrong_one_gets_401_and_no_data(hub_client):
     assert "items" not in await wrong.json()
 
 
-async def test_deals_are_paginated_with_a_next_link(hub_client):
+async def test_deals_are_paginated_newest_first_with_a_next_link(hub_client):
     await post_leads(hub_client, 5)
     page = await (await hub_client.get("/api/v1/deals?limit=2", headers=HEAD)).json()
     seen = [d["id"] for d in page["items"]]
     while page["next"]:
         page = await (await hub_client.get(page["next"], headers=HEAD)).json()
         seen += [d["id"] for d in page["items"]]
-    assert seen == sorted(seen)
+    assert seen == sorted(seen, reverse=True)
     assert len(seen) == 5
 
 

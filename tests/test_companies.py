@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from hub.merge import MergeError, merge_companies, unmerge
+from hub.context import Hub
+from hub.deals import SYSTEM, Refused
+from hub.deals.changes import MergeCompanies, MergeContacts, Unmerge
 from hub.store.models import Company, Contact, Deal
 from hub.store.types import utcnow
 from tests.test_matching import lead, run_hub, submit
@@ -103,13 +105,13 @@ async def test_company_merge_moves_contacts_and_deals_and_unmerge_restores(store
         )
         before = await snapshot(hub)
         before_companies = await companies(hub)
-        merge_id = await merge_companies(hub.store, 1, 2)
+        merge_id = await _merge(hub, MergeCompanies(keep=1, other=2))
         after = await companies(hub)
         assert [(c["id"], c["tax_id"]) for c in after] == [(1, SBER)]  # the blank was filled
         state = await snapshot(hub)
         assert {c["company_id"] for c in state["contacts"]} == {1}
         assert {d["company_id"] for d in state["deals"]} == {1}
-        await unmerge(hub.store, merge_id)
+        await hub.deals.apply([Unmerge(merge_id=merge_id)], SYSTEM)
         assert await snapshot(hub) == before
         assert await companies(hub) == before_companies
     finally:
@@ -133,8 +135,8 @@ async def test_companies_with_different_tax_ids_are_not_merged(sqlite_url):
                     },
                 ],
             )
-        with pytest.raises(MergeError, match="different legal entities"):
-            await merge_companies(hub.store, 1, 2)
+        with pytest.raises(Refused, match="different legal entities"):
+            await _merge(hub, MergeCompanies(keep=1, other=2))
     finally:
         await hub.stop()
 
@@ -198,7 +200,7 @@ async def test_companies_through_the_api(hub_client):
         page = await (await hub_client.get("/api/v1/companies", headers=HEAD)).json()
         return page["items"] if len(page["items"]) == 2 else None
 
-    items = await wait_for(two)
+    items = sorted(await wait_for(two), key=lambda c: c["id"])  # the list is newest first
     found = await (
         await hub_client.get("/api/v1/companies", params={"q": "Romashka LLC"}, headers=HEAD)
     ).json()
@@ -240,3 +242,9 @@ async def test_one_new_company_from_two_processes_at_once_is_one_company(store_u
     finally:
         await one.stop()
         await two.stop()
+
+
+async def _merge(hub: Hub, change: MergeContacts | MergeCompanies) -> int:
+    await hub.deals.apply([change], SYSTEM)
+    assert change.id is not None
+    return change.id

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from hub.context import Hub
-from hub.merge import MergeError, merge_contacts, unmerge
+from hub.deals import SYSTEM, NotFound, Refused
+from hub.deals.changes import MergeCompanies, MergeContacts, Unmerge
 from hub.store.models import (
     Activity,
     Contact,
@@ -80,7 +81,7 @@ async def test_merge_moves_everything_to_the_kept_contact(store_url):
     try:
         a, b = await two_of_one_person(hub)
         assert b["decision"] == "possible_duplicate"
-        merge_id = await merge_contacts(hub.store, a["contact_id"], b["contact_id"])
+        merge_id = await _merge(hub, MergeContacts(keep=a["contact_id"], other=b["contact_id"]))
         state = await snapshot(hub)
         assert [c["id"] for c in state["contacts"]] == [a["contact_id"]]
         kept = state["contacts"][0]
@@ -105,12 +106,12 @@ async def test_merge_then_unmerge_leaves_the_store_as_it_was(store_url):
     try:
         a, b = await two_of_one_person(hub)
         before = await snapshot(hub)
-        merge_id = await merge_contacts(hub.store, a["contact_id"], b["contact_id"])
+        merge_id = await _merge(hub, MergeContacts(keep=a["contact_id"], other=b["contact_id"]))
         assert await snapshot(hub) != before
-        await unmerge(hub.store, merge_id)
+        await hub.deals.apply([Unmerge(merge_id=merge_id)], SYSTEM)
         assert await snapshot(hub) == before
-        with pytest.raises(MergeError, match="already undone"):
-            await unmerge(hub.store, merge_id)
+        with pytest.raises(Refused, match="already undone"):
+            await hub.deals.apply([Unmerge(merge_id=merge_id)], SYSTEM)
     finally:
         await hub.stop()
 
@@ -118,12 +119,12 @@ async def test_merge_then_unmerge_leaves_the_store_as_it_was(store_url):
 async def test_merging_nonsense_is_refused_with_a_reason(sqlite_url):
     hub = await run_hub(sqlite_url)
     try:
-        with pytest.raises(MergeError, match="into itself"):
-            await merge_contacts(hub.store, 1, 1)
-        with pytest.raises(MergeError, match="no contact 7"):
-            await merge_contacts(hub.store, 7, 8)
-        with pytest.raises(MergeError, match="no merge 3"):
-            await unmerge(hub.store, 3)
+        with pytest.raises(Refused, match="into itself"):
+            await _merge(hub, MergeContacts(keep=1, other=1))
+        with pytest.raises(NotFound, match="no contact 7"):
+            await _merge(hub, MergeContacts(keep=7, other=8))
+        with pytest.raises(NotFound, match="no merge 3"):
+            await hub.deals.apply([Unmerge(merge_id=3)], SYSTEM)
     finally:
         await hub.stop()
 
@@ -210,7 +211,7 @@ async def test_dedupe_scan_finds_an_imported_duplicate_and_writes_pairs(sqlite_u
         assert compared == 2
         assert [(p.a, p.b) for p in pairs] == [(1, 2)]
         assert "same phone" in pairs[0].reasons
-        assert await save_for_review(hub.store, pairs) == 1
+        assert await save_for_review(hub.deals, pairs, SYSTEM) == 1
         out = tmp_path / "pairs.csv"
         write_csv(pairs, out)
         lines = out.read_text().splitlines()
@@ -265,3 +266,9 @@ async def test_dedupe_scan_compares_namesakes_without_a_shared_phone(store_url):
         assert "same full name at the same company" in pairs[0].reasons
     finally:
         await hub.stop()
+
+
+async def _merge(hub: Hub, change: MergeContacts | MergeCompanies) -> int:
+    await hub.deals.apply([change], SYSTEM)
+    assert change.id is not None
+    return change.id

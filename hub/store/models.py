@@ -234,6 +234,7 @@ class DomainEvent(Base):
     """A change in the store, written in the same transaction as the change."""
 
     __tablename__ = "domain_events"
+    __table_args__ = (Index("ix_domain_events_subject", "subject", "subject_id"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
@@ -328,3 +329,16 @@ class Merge(Base):
     rule: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     undone_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiRequest(Base):
+    """An API write's ``Idempotency-Key`` and its first answer, replayed for a retry."""
+
+    __tablename__ = "api_requests"
+
+    principal: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

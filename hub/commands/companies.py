@@ -1,0 +1,87 @@
+"""`hub companies`: Companies: list, merge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from hub.commands.common import (
+    _run,
+    _settings,
+    _table,
+    _with_store,
+    acting_as,
+    as_option,
+    change_or_exit,
+    offline_hub,
+)
+
+
+@click.group()
+def companies() -> None:
+    """Companies: merge duplicates (undo with `hub contacts unmerge ID`)."""
+
+
+@companies.command("list")
+@click.option("--find", default=None, help="A tax id (ИНН) or a name in any spelling.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def companies_list(ctx: click.Context, find: str | None, limit: int) -> None:
+    """Companies, newest first, with their tax id, contacts and open deals."""
+    from sqlalchemy import or_
+
+    from hub.domain.similarity import company_key
+    from hub.store.models import Company, Contact, Deal
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[list[Any]]:
+        people = select(func.count()).where(Contact.company_id == Company.id).scalar_subquery()
+        deals = (
+            select(func.count())
+            .where(Deal.company_id == Company.id, Deal.status == "open")
+            .scalar_subquery()
+        )
+        stmt = (
+            select(Company.id, Company.name, Company.tax_id, Company.city, people, deals)
+            .order_by(Company.id.desc())
+            .limit(limit)
+        )
+        if find:
+            digits = "".join(ch for ch in find if ch.isdigit())
+            stmt = stmt.where(
+                or_(
+                    Company.tax_id == digits,
+                    Company.name_key == company_key(find),
+                    Company.name.ilike(f"%{find}%"),
+                )
+            )
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(["id", "name", "tax id", "city", "contacts", "open deals"], rows)
+
+
+@companies.command("merge")
+@click.argument("keep", type=int)
+@click.argument("other", type=int)
+@as_option
+@click.pass_context
+def companies_merge(ctx: click.Context, keep: int, other: int, as_user: str | None) -> None:
+    """Merge company OTHER into KEEP: its contacts and deals move to KEEP."""
+    from hub.deals.changes import MergeCompanies
+
+    async def go() -> int | None:
+        async with offline_hub(_settings(ctx)) as hub:
+            change = MergeCompanies(keep=keep, other=other)
+            await hub.deals.apply([change], await acting_as(hub, as_user))
+            return change.id
+
+    merge_id = change_or_exit(go())
+    click.echo(
+        f"merged company {other} into {keep} (merge {merge_id}; undo: "
+        f"hub contacts unmerge {merge_id})"
+    )

@@ -1,0 +1,126 @@
+"""`hub contacts`: Contacts: list, merge, unmerge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from hub.commands.common import (
+    _run,
+    _settings,
+    _table,
+    _with_store,
+    acting_as,
+    as_option,
+    change_or_exit,
+    offline_hub,
+)
+
+
+@click.group()
+def contacts() -> None:
+    """Contacts: merge duplicates, undo a merge."""
+
+
+@contacts.command("list")
+@click.option("--find", default=None, help="A phone in any format, an email, or part of a name.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
+    """Contacts, newest first, with their phones, emails, owner and open deals."""
+    from hub.domain.normalize import InvalidPoint, normalize_email, normalize_phone
+    from hub.store.models import Contact, ContactPoint, Deal, User
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[list[Any]]:
+        points = (
+            select(
+                func.group_concat(ContactPoint.value, ", ")
+                if store.is_sqlite
+                else func.string_agg(ContactPoint.value, ", ")
+            )
+            .where(ContactPoint.contact_id == Contact.id)
+            .scalar_subquery()
+        )
+        open_deals = (
+            select(func.count())
+            .where(Deal.contact_id == Contact.id, Deal.status == "open")
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Contact.id,
+                Contact.name,
+                points,
+                User.email,
+                open_deals,
+                Contact.city,
+                Contact.segment,
+            )
+            .outerjoin(User, User.id == Contact.owner_id)
+            .order_by(Contact.id.desc())
+            .limit(limit)
+        )
+        if find:
+            keys = []
+            for normalize in (
+                lambda v: normalize_phone(v, settings.hub.default_region),
+                normalize_email,
+            ):
+                try:
+                    keys.append(normalize(find))
+                except InvalidPoint:
+                    continue
+            holders = select(ContactPoint.contact_id).where(ContactPoint.normalized.in_(keys))
+            stmt = stmt.where(Contact.id.in_(holders) | Contact.name.ilike(f"%{find}%"))
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(["id", "name", "phones and emails", "owner", "open deals", "city", "segment"], rows)
+
+
+@contacts.command("merge")
+@click.argument("keep", type=int)
+@click.argument("other", type=int)
+@as_option
+@click.pass_context
+def contacts_merge(ctx: click.Context, keep: int, other: int, as_user: str | None) -> None:
+    """Merge contact OTHER into KEEP: its deals, tasks, notes, history, phones and emails move.
+
+    KEEP's filled fields win, OTHER's fill its blanks. Undo with `hub contacts unmerge ID`.
+    """
+    from hub.deals.changes import MergeContacts
+
+    async def go() -> int | None:
+        async with offline_hub(_settings(ctx)) as hub:
+            change = MergeContacts(keep=keep, other=other)
+            await hub.deals.apply([change], await acting_as(hub, as_user))
+            return change.id
+
+    merge_id = change_or_exit(go())
+    click.echo(
+        f"merged contact {other} into {keep} (merge {merge_id}; undo: "
+        f"hub contacts unmerge {merge_id})"
+    )
+
+
+@contacts.command("unmerge")
+@click.argument("merge_id", type=int)
+@as_option
+@click.pass_context
+def contacts_unmerge(ctx: click.Context, merge_id: int, as_user: str | None) -> None:
+    """Undo merge MERGE_ID: the other contact (or company) comes back with what it had."""
+    from hub.deals.changes import Unmerge
+
+    async def go() -> dict[str, Any]:
+        async with offline_hub(_settings(ctx)) as hub:
+            change = Unmerge(merge_id=merge_id)
+            await hub.deals.apply([change], await acting_as(hub, as_user))
+            return change.restored
+
+    result = change_or_exit(go())
+    click.echo(f"restored {result['kind']} {result['other_id']} beside {result['keep_id']}")

@@ -1,0 +1,249 @@
+"""`hub deals`: Deals: list, show, move through the pipeline, close."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from hub.commands.common import (
+    _local,
+    _run,
+    _settings,
+    _table,
+    _with_store,
+    acting_as,
+    as_option,
+    change_or_exit,
+    offline_hub,
+)
+
+
+@click.group()
+def deals() -> None:
+    """Deals in the store."""
+
+
+@deals.command("list")
+@click.option("--status", type=click.Choice(["open", "won", "lost"]), default=None)
+@click.option("--owner", default=None, help="Owner's email.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit: int) -> None:
+    """The newest deals with stage, owner, contact phone and open tasks."""
+    from hub.store.models import Contact, ContactPoint, Deal, Stage, Task, User
+
+    settings = _settings(ctx)
+    show = _local(settings)
+
+    async def go(store: Any) -> list[list[Any]]:
+        open_tasks = (
+            select(func.count())
+            .where(Task.deal_id == Deal.id, Task.done_at.is_(None))
+            .scalar_subquery()
+        )
+        first_phone = (
+            select(ContactPoint.normalized)
+            .where(ContactPoint.contact_id == Deal.contact_id, ContactPoint.kind == "phone")
+            .order_by(ContactPoint.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        first_email = (
+            select(ContactPoint.normalized)
+            .where(ContactPoint.contact_id == Deal.contact_id, ContactPoint.kind == "email")
+            .order_by(ContactPoint.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Deal.id,
+                Deal.title,
+                Stage.name,
+                Deal.status,
+                User.email,
+                Contact.name,
+                first_phone,
+                first_email,
+                open_tasks,
+                Deal.source,
+                Deal.created_at,
+            )
+            .join(Stage, Stage.id == Deal.stage_id)
+            .outerjoin(User, User.id == Deal.owner_id)
+            .outerjoin(Contact, Contact.id == Deal.contact_id)
+            .order_by(Deal.id.desc())
+            .limit(limit)
+        )
+        if status:
+            stmt = stmt.where(Deal.status == status)
+        if owner:
+            stmt = stmt.where(User.email == owner.lower())
+        async with store.read() as conn:
+            return [list(r) for r in await conn.execute(stmt)]
+
+    rows = _run(_with_store(settings, go))
+    _table(
+        [
+            "id",
+            "title",
+            "stage",
+            "status",
+            "owner",
+            "contact",
+            "phone",
+            "email",
+            "open tasks",
+            "source",
+            "created",
+        ],
+        [[*r[:10], show(r[10])] for r in rows],
+    )
+
+
+def _deal_action(ctx: click.Context, as_user: str | None, change: Any, done: str) -> None:
+    async def go() -> None:
+        async with offline_hub(_settings(ctx)) as hub:
+            await hub.deals.apply([change], await acting_as(hub, as_user))
+
+    change_or_exit(go())
+    click.echo(done)
+
+
+@deals.command("move")
+@click.argument("deal_id", type=int)
+@click.argument("stage")
+@click.option("--override", default=None, metavar="REASON", help="Skip a rule, saying why.")
+@as_option
+@click.pass_context
+def deals_move(
+    ctx: click.Context, deal_id: int, stage: str, override: str | None, as_user: str | None
+) -> None:
+    """Move deal DEAL_ID to STAGE (the stage's key, as in the config)."""
+    from hub.deals.changes import MoveStage
+
+    change = MoveStage(deal=deal_id, stage=stage, override=override)
+    _deal_action(ctx, as_user, change, f"deal {deal_id} moved to {stage}")
+
+
+@deals.command("won")
+@click.argument("deal_id", type=int)
+@click.option("--amount", default=None, help="The final amount.")
+@as_option
+@click.pass_context
+def deals_won(ctx: click.Context, deal_id: int, amount: str | None, as_user: str | None) -> None:
+    """Close deal DEAL_ID as won."""
+    from decimal import Decimal, InvalidOperation
+
+    from hub.deals.changes import UNSET, CloseWon
+
+    try:
+        value = Decimal(amount.replace(",", ".").replace(" ", "")) if amount else UNSET
+    except InvalidOperation:
+        raise click.BadParameter(f"{amount!r} is not an amount", param_hint="--amount") from None
+    _deal_action(ctx, as_user, CloseWon(deal=deal_id, amount=value), f"deal {deal_id} won")
+
+
+@deals.command("lost")
+@click.argument("deal_id", type=int)
+@click.option("--reason", required=True, help="Why it was lost (one of the configured reasons).")
+@click.option("--competitor", default=None, help="Who won it instead.")
+@as_option
+@click.pass_context
+def deals_lost(
+    ctx: click.Context, deal_id: int, reason: str, competitor: str | None, as_user: str | None
+) -> None:
+    """Close deal DEAL_ID as lost, with the reason and the competitor."""
+    from hub.deals.changes import CloseLost
+
+    change = CloseLost(deal=deal_id, reason=reason, competitor=competitor)
+    _deal_action(ctx, as_user, change, f"deal {deal_id} lost: {reason}")
+
+
+@deals.command("reopen")
+@click.argument("deal_id", type=int)
+@click.option("--stage", default=None, help="Stage to reopen at (default: the first).")
+@as_option
+@click.pass_context
+def deals_reopen(ctx: click.Context, deal_id: int, stage: str | None, as_user: str | None) -> None:
+    """Reopen won or lost deal DEAL_ID."""
+    from hub.deals.changes import Reopen
+
+    _deal_action(ctx, as_user, Reopen(deal=deal_id, stage=stage), f"deal {deal_id} reopened")
+
+
+@deals.command("show")
+@click.argument("deal_id", type=int)
+@as_option
+@click.pass_context
+def deals_show(ctx: click.Context, deal_id: int, as_user: str | None) -> None:
+    """Deal DEAL_ID's card: contact, stage history, tasks, notes, activities, events."""
+    from datetime import datetime
+
+    from hub.api.records import contact_card, deal_card
+
+    settings = _settings(ctx)
+    show = _local(settings)
+
+    async def go() -> tuple[Any, Any]:
+        async with offline_hub(settings) as hub:
+            actor = await acting_as(hub, as_user)
+            owner = actor.user_id if actor.limited_to_own else None
+            async with hub.store.read() as conn:
+                card = await deal_card(conn, deal_id, owner)
+                person = (
+                    await contact_card(conn, card["contact_id"], None)
+                    if card and card["contact_id"]
+                    else None
+                )
+            return card, person
+
+    card, person = _run(go())
+    if card is None:
+        click.echo(f"no deal {deal_id}", err=True)
+        sys.exit(1)
+
+    def at(value: str | None) -> str:
+        return show(datetime.fromisoformat(value)) if value else "-"
+
+    click.echo(f"deal {card['id']}: {card['title']}")
+    click.echo(
+        f"  {card['pipeline']} / {card['stage_name']} ({card['status']}), "
+        f"owner {card['owner'] or '-'}, amount {card['amount'] or '-'} {card['currency'] or ''}"
+    )
+    if card["loss_reason"]:
+        click.echo(f"  lost: {card['loss_reason']}; competitor {card['competitor'] or '-'}")
+    if person is not None:
+        click.echo(f"  contact {person['id']}: {person['name'] or '-'}")
+        for point in person["phones"] + person["emails"]:
+            shown = point["value"]
+            if point["normalized"] != shown:
+                shown += f"  ({point['normalized']})"
+            click.echo(f"    {shown}")
+    click.echo("stage history:")
+    for step in card["stage_history"]:
+        click.echo(
+            f"  {at(step['at'])}  {step['from'] or '-'} → {step['stage']}  {step['by'] or ''}"
+        )
+    click.echo("tasks:")
+    for task in card["tasks"]:
+        state = f"done {at(task['done_at'])}" if task["done_at"] else f"due {at(task['due_at'])}"
+        result = f" — {task['result']}" if task["result"] else ""
+        click.echo(f"  #{task['id']} {task['title']} ({state}){result}")
+    click.echo("notes:")
+    for note in card["notes"]:
+        click.echo(f"  {at(note['created_at'])}  {note['author'] or '-'}: {note['text']}")
+    click.echo("activities:")
+    for activity in card["activities"]:
+        result = activity["payload"].get("result")
+        click.echo(
+            f"  {at(activity['occurred_at'])}  {activity['kind']} {activity['direction']}: "
+            f"{activity['summary']}" + (f" — {result}" if result else "")
+        )
+    click.echo("events:")
+    for event in card["events"]:
+        actor = event["payload"].get("actor", {})
+        click.echo(f"  {at(event['occurred_at'])}  {event['type']}  by {actor.get('name', '-')}")
