@@ -41,6 +41,7 @@ async def test_a_manager_works_a_form_lead_from_first_call_to_a_lost_deal(hub_cl
         headers=as_owner,
     )
     assert called.status == 201
+    assert (await called.json())["occurred_at"] is not None  # logged now, when not said
     contract = await hub_client.post(
         f"/api/v1/deals/{deal_id}/stage", json={"stage": "contract"}, headers=as_owner
     )

@@ -18,6 +18,7 @@ from hub.api.common import (
     Problem,
     body,
     int_param,
+    iso,
     json_response,
     page,
     path_id,
@@ -27,7 +28,7 @@ from hub.api.common import (
 )
 from hub.api.people import NewContact, owner_id_of, point_changes, user_zone
 from hub.deals import changes as ch
-from hub.store.models import Deal, Pipeline, Stage, User
+from hub.store.models import Activity, Deal, Pipeline, Stage, User
 
 routes = web.RouteTableDef()
 
@@ -284,16 +285,20 @@ async def log_activity(request: web.Request) -> web.Response:
     )
 
     async def respond(conn: AsyncConnection) -> tuple[int, Any]:
-        row = (await conn.execute(select(Deal.contact_id).where(Deal.id == deal_id))).first()
+        row = (
+            await conn.execute(
+                select(Activity.contact_id, Activity.occurred_at).where(Activity.id == activity.id)
+            )
+        ).one()
         return 201, {
             "id": activity.id,
             "deal_id": deal_id,
-            "contact_id": row.contact_id if row else None,
+            "contact_id": row.contact_id,
             "kind": given.kind,
             "direction": given.direction,
             "summary": given.summary,
             "result": given.result,
-            "occurred_at": (occurred.isoformat() if occurred else None),
+            "occurred_at": iso(row.occurred_at),
         }
 
     return await write(request, [activity], respond)
