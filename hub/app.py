@@ -238,7 +238,7 @@ def build_app(hub: Hub, *, give_up: Callable[[str], None] = exit_daemon) -> web.
     app.router.add_get("/metrics", metrics)
     if hub.settings.api.enabled:
         app.router.add_routes(api.routes)
-    app.router.add_routes(hub.plugins.routes(hub))
+    app.router.add_routes(hub.plugins.routes(hub.view))  # type: ignore[arg-type]
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         startup = app[STARTUP_KEY]

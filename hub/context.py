@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +28,45 @@ from hub.store.ops import Catalog, bump_counter, sync_config
 log = structlog.get_logger("hub")
 
 
+class PluginView:
+    """What a plugin is given as ``hub``: the settings, the intake, the deal store's writer
+    (``deals``) and a read-only store (``read()``), never the engine itself, so every
+    change a plugin makes goes through the writer's guards and events."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    @property
+    def settings(self) -> Settings:
+        return self._hub.settings
+
+    @property
+    def intake(self) -> Intake:
+        return self._hub.intake
+
+    @property
+    def deals(self) -> DealWriter:
+        return self._hub.deals
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._hub.metrics
+
+    @property
+    def attachments(self) -> Attachments:
+        return self._hub.attachments
+
+    @property
+    def catalog(self) -> Catalog | None:
+        return self._hub.catalog
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[StoreReader]:
+        """A read-only connection: ``await reader.execute(select(...))``."""
+        async with self._hub.store.read() as conn:
+            yield StoreReader(conn)
+
+
 class Hub:
     """Everything a plugin may use: ``settings``, ``store``, ``intake``, ``metrics``."""
 
@@ -48,7 +88,8 @@ class Hub:
         self.intake = Intake(self.store, settings.intake, self.metrics)
         self.attachments = Attachments(settings.attachments_path)
         self.plugins = plugins if plugins is not None else PluginHost(settings)
-        self.plugins.configure(self)
+        self.view = PluginView(self)  # what plugins get as ``hub``
+        self.plugins.configure(self.view)  # type: ignore[arg-type]
         self.catalog: Catalog | None = None
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
         self.deals = DealWriter(self.store, lambda: self.catalog, self.guard)
@@ -84,7 +125,7 @@ class Hub:
         impls = hook.get_hookimpls()
         if not impls:
             return []
-        given = {"changes": changes, "actor": actor, "store": reader, "hub": self}
+        given = {"changes": changes, "actor": actor, "store": reader, "hub": self.view}
         refusals: list[Refusal] = []
         for impl in impls:
             name = self.plugins.pm.get_name(impl.plugin) or "guard"
@@ -99,7 +140,7 @@ class Hub:
         """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""
         return [
             matcher
-            for found in self.plugins.pm.hook.hub_matchers(hub=self)
+            for found in self.plugins.pm.hook.hub_matchers(hub=self.view)
             for matcher in (found or [])
         ]
 
@@ -129,7 +170,7 @@ class Hub:
                 self._worker_tasks.append(
                     asyncio.create_task(worker.run(self.intake), name=worker.name)
                 )
-        await self.plugins.start(self, self._plugin_extra_tasks)
+        await self.plugins.start(self.view, self._plugin_extra_tasks)  # type: ignore[arg-type]
         self.ready = True
         log.info(
             "hub_started",
@@ -154,7 +195,7 @@ class Hub:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)
         self._worker_tasks.clear()
         self.workers.clear()
-        await self.plugins.stop(self)
+        await self.plugins.stop(self.view)  # type: ignore[arg-type]
         await self.store.close()
         log.info("hub_stopped")
 

@@ -89,7 +89,9 @@ async def deliver(hub: Hub, record: PluginRecord) -> None:
         try:
             for row in rows:
                 await await_me_maybe(
-                    hub.plugins.call_one(record, "hub_domain_event", event=as_event(row), hub=hub)
+                    hub.plugins.call_one(
+                        record, "hub_domain_event", event=as_event(row), hub=hub.view
+                    )
                 )
                 delivered = row.id
         finally:

@@ -83,7 +83,8 @@ class Stopper:
 
     @hookimpl
     def hub_startup(self, hub: Any) -> None:
-        assert hub.store is not None
+        assert hub.deals is not None  # the writer, and a read-only store
+        assert not hasattr(hub, "store")
 
     @hookimpl
     async def hub_shutdown(self) -> None:
