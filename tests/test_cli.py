@@ -224,7 +224,9 @@ def test_import_keeps_external_ids_and_matches_by_them_on_the_next_import(config
     found = runner.invoke(
         main, ["--config", str(config), "contacts", "list", "--find", "ivan@petrov.ru"]
     )
-    assert "8 912 345-67-89, ivan@petrov.ru" in found.output
+    assert (
+        "8 912 345-67-89 (+79123456789), ivan@petrov.ru" in found.output
+    )  # as entered + normalized
 
 
 @pytest.mark.parametrize(

@@ -36,15 +36,6 @@ def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
     settings = _settings(ctx)
 
     async def go(store: Any) -> list[list[Any]]:
-        points = (
-            select(
-                func.group_concat(ContactPoint.value, ", ")
-                if store.is_sqlite
-                else func.string_agg(ContactPoint.value, ", ")
-            )
-            .where(ContactPoint.contact_id == Contact.id)
-            .scalar_subquery()
-        )
         open_deals = (
             select(func.count())
             .where(Deal.contact_id == Contact.id, Deal.status == "open")
@@ -54,7 +45,7 @@ def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
             select(
                 Contact.id,
                 Contact.name,
-                points,
+                Contact.id,
                 User.email,
                 open_deals,
                 Contact.city,
@@ -77,7 +68,20 @@ def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
             holders = select(ContactPoint.contact_id).where(ContactPoint.normalized.in_(keys))
             stmt = stmt.where(Contact.id.in_(holders) | Contact.name.ilike(f"%{find}%"))
         async with store.read() as conn:
-            return [list(r) for r in await conn.execute(stmt)]
+            rows = [list(r) for r in await conn.execute(stmt)]
+            found = await conn.execute(
+                select(ContactPoint.contact_id, ContactPoint.value, ContactPoint.normalized)
+                .where(ContactPoint.contact_id.in_([r[0] for r in rows]))
+                .order_by(ContactPoint.id)
+            )
+            shown: dict[int, list[str]] = {}
+            for contact_id, value, normalized in found:
+                # As the client entered it, with the normalized form where it differs.
+                text = value if value == normalized else f"{value} ({normalized})"
+                shown.setdefault(contact_id, []).append(text)
+        for row in rows:
+            row[2] = ", ".join(shown.get(row[0], []))
+        return rows
 
     rows = _run(_with_store(settings, go))
     _table(["id", "name", "phones and emails", "owner", "open deals", "city", "segment"], rows)
