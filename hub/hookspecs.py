@@ -10,9 +10,9 @@ built-in ones in ``plugins/`` are registered the same way, in this project's
 The class may declare ``Config``, a pydantic model validating its section
 ``[plugins.my_channel]`` of the hub's configuration (``enabled`` is handled by the
 host and is not passed on). The host builds one instance per enabled plugin as
-``MyChannel(config, hub)``, where ``hub`` is the :class:`hub.context.PluginView`: the settings, the intake,
-the deal store's writer (``hub.deals``) and a read-only store (``hub.read()``),
-and registers it with pluggy. Methods marked
+``MyChannel(config, hub)``, where ``hub`` is the :class:`hub.context.PluginView`:
+the settings, the intake, the deal store's writer (``hub.deals``) and a read-only
+store (``hub.read()``); it registers the instance with pluggy. Methods marked
 ``@hookimpl`` are the plugin's hooks; each may take any subset of the arguments
 named in its specification below.
 

@@ -737,10 +737,9 @@ class LeadPipeline:
                     )
                 )
                 stage, title = plan.stage, plan.pipeline.first_task
-            else:
-                assert deal.id is not None
+            else:  # the open deal may be one an earlier lead of this batch creates
                 repeated.append(
-                    RepeatInquiry(deal=deal.id, inbox_id=plan.inbox_id, channel=lead.channel)
+                    RepeatInquiry(deal=deal.ref, inbox_id=plan.inbox_id, channel=lead.channel)
                 )
                 stage = self.catalog.stages_by_id.get(deal.stage_id, plan.stage)
                 title = self._repeat_task(plan)

@@ -93,7 +93,12 @@ async def test_a_wrong_tax_id_on_a_form_is_a_field_error(hub_client):
         "/forms/contact", json={"fio": "Иван", "tel": "+7 912 345-67-89", "tax_id": "7707083894"}
     )
     assert response.status == 422
-    assert {"field": "tax_id", "message": "not a tax id (ИНН)"} in (await response.json())["fields"]
+    (error,) = (await response.json())["fields"]
+    assert (error["field"], error["code"], error["message"]) == (
+        "tax_id",
+        "invalid_tax_id",
+        "неверный ИНН",
+    )
 
 
 async def test_company_merge_moves_contacts_and_deals_and_unmerge_restores(store_url):

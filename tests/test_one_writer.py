@@ -36,9 +36,12 @@ def _table_of(node: ast.expr, aliases: dict[str, str]) -> str | None:
         return CRM_MODELS.get(node.id) or aliases.get(node.id)
     if isinstance(node, ast.Attribute) and node.attr == "__table__":
         return _table_of(node.value, aliases)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        if node.func.attr == "alias":  # Contact.__table__.alias("a")
-            return _table_of(node.func.value, aliases)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "alias"  # Contact.__table__.alias("a")
+    ):
+        return _table_of(node.func.value, aliases)
     return None
 
 

@@ -319,3 +319,32 @@ async def _snapshot_of(store_url: str) -> dict[str, int]:
         return await _snapshot(hub)
     finally:
         await hub.store.close()
+
+
+async def test_a_repeat_in_the_same_batch_joins_the_deal_the_batch_creates(store_url):
+    from hub.domain.lead import Lead
+    from hub.leads import LeadPipeline
+
+    hub = make_hub(make_settings(store_url), start_workers=False)
+    await hub.start()
+    try:
+        assert hub.catalog is not None
+        pipeline = LeadPipeline(hub.catalog, hub.settings, hub.reserve, hub.deals)
+        now = utcnow()
+        plans = [
+            pipeline.plan(n, Lead(channel="webforms", name="Елена", phones=["+79260000000"]), now)
+            for n in (1, 2)
+        ]
+        async with hub.store.write() as conn:
+            results = await pipeline.run(conn, plans, now)
+        assert [r["decision"] for r in results] == ["new_contact", "added_to_open_deal"]
+        assert results[0]["deal_id"] == results[1]["deal_id"]
+        async with hub.store.read() as conn:
+            owner = (
+                await conn.execute(
+                    select(DomainEvent.payload).where(DomainEvent.type == "deal.repeat_inquiry")
+                )
+            ).scalar_one()["owner_id"]
+        assert owner == results[0]["owner_id"] is not None
+    finally:
+        await hub.stop()

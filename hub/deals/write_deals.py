@@ -345,13 +345,16 @@ async def close_lost(batch: Batch, run: list[ch.CloseLost]) -> None:
 async def repeat_inquiry(batch: Batch, run: list[ch.RepeatInquiry]) -> None:
     # Writes no row of its own: the request is the activity logged beside it.
     for change in run:
-        deal_id = ref(change.deal)
-        deal = batch.deals.get(deal_id) if deal_id is not None else None
+        if isinstance(change.deal, ch.CreateDeal):  # created earlier in this batch
+            owner_id, contact_id = change.deal.owner_id, ref(change.deal.contact)
+        else:
+            deal = await deal_of(batch, change.deal)
+            owner_id, contact_id = deal["owner_id"], deal["contact_id"]
         batch.events.append(
             ev.DealRepeatInquiry(
-                subject_id=deal_id,
-                owner_id=deal["owner_id"] if deal else None,
-                contact_id=deal["contact_id"] if deal else None,
+                subject_id=ref(change.deal),
+                owner_id=owner_id,
+                contact_id=contact_id,
                 lead_id=change.inbox_id,
                 channel=change.channel,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import sqlite3
 import time
 from collections import deque
@@ -50,6 +51,17 @@ class IntakeClosed(RuntimeError):
     """The hub is shutting down and accepts nothing new."""
 
 
+class UnstorableEvent(ValueError):
+    """This one event cannot be stored as given; nothing was written, other events go on.
+
+    Its payload does not serialise to JSON (a lone surrogate, an integer beyond
+    64 bits), or holds a NUL character, which PostgreSQL keeps in neither text
+    nor jsonb (refused on SQLite too, so a channel behaves the same on both
+    stores), or the store refused the event when it was written alone. A
+    channel answers its client with a 4xx: sending the same again will not help.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     id: int
@@ -70,7 +82,7 @@ class _Item:
     channel: str
     key: str
     previous_key: str | None  # the same content's key in the previous window
-    payload: dict[str, Any]
+    payload: str  # serialised once, in accept(), and bound as it is on both stores
     status: str
     received_at: datetime
     future: asyncio.Future[Accepted]
@@ -87,14 +99,54 @@ def idempotency_keys(
     a new request.
     """
     if external_id:
-        key = f"id:{external_id}"
-        if len(key) > MAX_KEY:
-            key = "id#" + hashlib.sha256(external_id.encode()).hexdigest()
-        return key, None
-    digest = hashlib.sha256(orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return _channel_key(external_id), None
+    return _content_keys(orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS), now, window)
+
+
+def _channel_key(external_id: str) -> str:
+    key = f"id:{external_id}"
+    if len(key) > MAX_KEY or not _storable_text(key):
+        # surrogatepass: an id holding a lone surrogate is still one distinct key
+        key = "id#" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
+
+
+def _content_keys(content: bytes, now: datetime, window: timedelta) -> tuple[str, str]:
+    digest = hashlib.sha256(content).hexdigest()
     seconds = max(1, int(window.total_seconds()))
     bucket = int(now.timestamp()) // seconds
     return f"h:{bucket}:{digest}", f"h:{bucket - 1}:{digest}"
+
+
+# An escaped NUL in JSON text: a backslash-u0000 not itself preceded by an escaping backslash.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _serialise(payload: Any, *, sort_keys: bool = False) -> str:
+    """The payload as the JSON text both stores keep, or :class:`UnstorableEvent`."""
+    try:
+        if sort_keys:  # default=str as the store's own json_dumps
+            text = orjson.dumps(payload, default=str, option=orjson.OPT_SORT_KEYS).decode()
+        else:
+            text = json_dumps(payload)
+    except TypeError as error:  # orjson.JSONEncodeError: a lone surrogate, a huge integer...
+        raise UnstorableEvent(f"payload cannot be stored as JSON: {error}") from None
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise UnstorableEvent("payload holds a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def _storable_text(text: str) -> bool:
+    """Whether a text column keeps ``text`` on both stores: UTF-8 without NUL."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 class Intake:
@@ -146,15 +198,27 @@ class Intake:
         """
         if self._closed:
             raise IntakeClosed("the hub is shutting down")
+        if not (_storable_text(channel) and _storable_text(status)):
+            raise UnstorableEvent(f"channel {channel!r} or status {status!r} cannot be stored")
         now = utcnow()
-        key, previous = idempotency_keys(
-            external_id=external_id,
-            fingerprint=payload if fingerprint is None else fingerprint,
-            now=now,
-            window=self.settings.dedupe_window,
-        )
+        window = self.settings.dedupe_window
+        # Checked and serialised here, for this caller alone: an event no store can keep
+        # never joins a group, where it would fail every event committed with it.
+        if external_id or fingerprint is not None:
+            stored = _serialise(payload)
+            try:
+                key, previous = idempotency_keys(
+                    external_id=external_id, fingerprint=fingerprint, now=now, window=window
+                )
+            except TypeError as error:  # orjson's, for a fingerprint it cannot hash
+                raise UnstorableEvent(f"fingerprint cannot be hashed: {error}") from None
+        else:
+            # The payload is its own fingerprint: one serialisation, sorted as the key
+            # needs it, is both hashed and stored.
+            stored = _serialise(payload, sort_keys=True)
+            key, previous = _content_keys(stored.encode(), now, window)
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(channel, key, previous, payload, status, now, future))
+        self._queue.append(_Item(channel, key, previous, stored, status, now, future))
         self._wake.set()
         # A caller cancelled here (a client hanging up) cancels only this future:
         # the item stays queued and is written; the writer skips answering it.
@@ -227,7 +291,21 @@ class Intake:
             try:
                 results = _store_group_sqlite(db, group, window, binds)
             except Exception as error:
-                loop.call_soon_threadsafe(self._failed, group, error)
+                if len(group) == 1 or _store_unavailable(error):
+                    loop.call_soon_threadsafe(self._failed, group, error)
+                    continue
+                log.warning("intake_group_split", events=len(group), error=repr(error))
+                stored, refused = [], []
+                parts = _halves(group)
+                while parts:
+                    part = parts.pop()
+                    try:
+                        results = _store_group_sqlite(db, part, window, binds)
+                        stored += zip(part, results, strict=True)
+                    except Exception as part_error:
+                        refused += _refused(part, part_error, parts)
+                elapsed = time.perf_counter() - started
+                loop.call_soon_threadsafe(self._answer_split, stored, refused, elapsed)
             else:
                 elapsed = time.perf_counter() - started
                 loop.call_soon_threadsafe(self._answer, group, results, elapsed)
@@ -243,7 +321,19 @@ class Intake:
         try:
             results = await self._write_postgresql(group)
         except Exception as error:
-            self._failed(group, error)
+            if len(group) == 1 or _store_unavailable(error):
+                self._failed(group, error)
+                return
+            log.warning("intake_group_split", events=len(group), error=repr(error))
+            stored, refused = [], []
+            parts = _halves(group)
+            while parts:
+                part = parts.pop()
+                try:
+                    stored += zip(part, await self._write_postgresql(part), strict=True)
+                except Exception as part_error:
+                    refused += _refused(part, part_error, parts)
+            self._answer_split(stored, refused, time.perf_counter() - started)
             return
         self._answer(group, results, time.perf_counter() - started)
 
@@ -252,6 +342,32 @@ class Intake:
         for item in group:
             if not item.future.done():
                 item.future.set_exception(error)
+
+    def _answer_split(
+        self,
+        stored: list[tuple[_Item, Accepted]],
+        refused: list[tuple[_Item, Exception]],
+        seconds: float,
+    ) -> None:
+        """Answer a group that failed and was stored in halves, down to the bad events.
+
+        An event the store refused on its own while it could store others is
+        that event's fault: its caller gets :class:`UnstorableEvent`, not a
+        reason to send it again.
+        """
+        if stored:
+            self._answer([i for i, _ in stored], [r for _, r in stored], seconds)
+        unavailable = [(i, e) for i, e in refused if _store_unavailable(e)]
+        if unavailable:  # the store went away during the retries: one error for the rest
+            self._failed([i for i, _ in unavailable], unavailable[0][1])
+        for item, error in refused:
+            if _store_unavailable(error):
+                continue
+            log.error("intake_event_refused", channel=item.channel, key=item.key, exc_info=error)
+            refusal = UnstorableEvent(f"the store refused this event: {error!r}")
+            refusal.__cause__ = error
+            if not item.future.done():
+                item.future.set_exception(refusal)
 
     def _answer(self, group: list[_Item], results: list[Accepted], seconds: float) -> None:
         """Resolve the group's accepts after its commit; count it."""
@@ -410,7 +526,7 @@ class Intake:
             [i.key for i in firsts],
             [i.previous_key for i in firsts],
             [i.status for i in firsts],
-            [json_dumps(i.payload) for i in firsts],
+            [i.payload for i in firsts],
             [i.received_at for i in firsts],
             self.settings.dedupe_window,
         )
@@ -422,8 +538,8 @@ class Intake:
                     rows = await driver.fetch(_GROUP_PG, *args)
                     break
                 except _CONNECTION_LOST as error:
-                    if attempt == 2:
-                        raise
+                    if attempt == 2 or isinstance(error, ValueError):
+                        raise  # or asyncpg's DataError: a value it cannot send, not a lost line
                     log.warning("intake_connection_lost", events=len(group), error=repr(error))
                     await _discard(conn)
                     conn = await self._pg_connect()
@@ -483,6 +599,52 @@ _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
 )
+
+
+def _halves(group: list[_Item]) -> list[list[_Item]]:
+    """A failed group's two halves, as a stack whose next part (``pop()``) is the first."""
+    half = len(group) // 2
+    return [group[half:], group[:half]]
+
+
+def _refused(
+    part: list[_Item], error: Exception, parts: list[list[_Item]]
+) -> list[tuple[_Item, Exception]]:
+    """After a part of a failed group failed: what is refused now, and what to try next.
+
+    A part that failed splits again (k bad events in a group of n cost about
+    2·k·log2(n) small commits, not n); a single event is refused. When the store
+    itself is unavailable, everything left is refused with its error at once.
+    """
+    if _store_unavailable(error):
+        left = [item for rest in parts for item in rest]
+        parts.clear()
+        return [(item, error) for item in (*part, *left)]
+    if len(part) == 1:
+        return [(part[0], error)]
+    parts.extend(_halves(part))
+    return []
+
+
+# SQLSTATE classes that say the store, not a value, is the problem: connection (08),
+# transaction state such as a read-only server (25), the statement itself (42), resources
+# (53), operator intervention (57), system (58), internal (XX).
+_STORE_SQLSTATES = frozenset({"08", "25", "42", "53", "57", "58", "XX"})
+
+
+def _store_unavailable(error: BaseException) -> bool:
+    """Whether a failed write would fail for any event, so retrying events alone is no use.
+
+    SQLite's OperationalError is a lock held too long, a full or read-only disk;
+    a bad value shows as another error (a binding, encoding or integrity one).
+    """
+    if isinstance(error, UnstorableEvent):
+        return False
+    if isinstance(error, sqlite3.OperationalError):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        return (error.sqlstate or "")[:2] in _STORE_SQLSTATES
+    return isinstance(error, _CONNECTION_LOST) and not isinstance(error, ValueError)
 
 
 async def _discard(conn: AsyncConnection) -> None:
@@ -571,21 +733,22 @@ def _repeats_in_group(
 
 @dataclass(frozen=True, slots=True)
 class _SqliteBinds:
-    """The inbox columns' SQLAlchemy type processors for the raw SQLite path."""
+    """The inbox columns' SQLAlchemy type processors for the raw SQLite path.
+
+    The payload needs none: it is bound as the JSON text accept() made with the
+    store's own serialiser, which is all the JSON type's processor would do.
+    """
 
     time_in: Callable[[Any], Any]
     time_out: Callable[[Any], Any]
-    json_in: Callable[[Any], Any]
 
     @staticmethod
     @lru_cache(maxsize=4)
     def get(dialect: Dialect) -> _SqliteBinds:
         time_type = inbox.c.received_at.type.dialect_impl(dialect)
-        json_type = inbox.c.payload.type.dialect_impl(dialect)
         return _SqliteBinds(
             time_in=time_type.bind_processor(dialect) or (lambda v: v),
             time_out=time_type.result_processor(dialect, None) or (lambda v: v),
-            json_in=json_type.bind_processor(dialect) or (lambda v: v),
         )
 
 
@@ -624,7 +787,7 @@ def _store_group_sqlite(
                     item.channel,
                     item.key,
                     item.status,
-                    binds.json_in(item.payload),
+                    item.payload,
                     received,
                     received,
                 ),

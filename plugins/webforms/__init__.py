@@ -2,7 +2,9 @@
 
 The submission is checked (origin, rate, size, signature, encoding, required
 fields), stored in the intake, and only then answered: ``202`` with the lead id
-to an API client, ``303`` to the thank-you page for a browser.
+to an API client, ``303`` to the thank-you page for a browser. A refusal is a
+page in Russian naming the form's own fields for a browser (templates/), and
+JSON with machine-readable codes beside the same sentences for an API client.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import BadHttpMessage
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from yarl import URL
 
 from hub.context import Hub
 from hub.domain.lead import Lead
 from hub.hookspecs import hookimpl
-from hub.intake import IntakeClosed
+from hub.intake import IntakeClosed, UnstorableEvent
 from hub.logging import debug_enabled
 from plugins.webforms.config import Form, WebFormsConfig
-from plugins.webforms.mapping import map_fields
-from plugins.webforms.parsing import BadSubmission, parse_body
+from plugins.webforms.mapping import FieldError, map_fields
+from plugins.webforms.parsing import BadSubmission, keepable, parse_body, shown_text, storable
 from plugins.webforms.ratelimit import RateLimiter
 
 CHANNEL = "webforms"
@@ -33,11 +37,15 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 TOKEN_HEADER = "X-Hub-Token"
 ALLOWED_HEADERS = f"Content-Type, Idempotency-Key, {SIGNATURE_HEADER}, {TOKEN_HEADER}"
 
+# Content codings aiohttp decodes before the handler reads the body.
+CODINGS = {"", "identity", "gzip", "deflate"}
+
 log = structlog.get_logger("plugins.webforms")
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
+say = templates.get_template("messages.txt").module  # refusal(), field_error()
 
 
 class WebForms:
@@ -103,33 +111,89 @@ class WebForms:
         # form_id goes on each log line by hand: binding context variables per request
         # costs more than the few lines this handler writes.
         if form is None:
-            return self._error(request, 404, f"unknown form {form_id!r}", browser=browser)
+            shown = shown_text(form_id)
+            return self._error(
+                request,
+                404,
+                "unknown_form",
+                f"unknown form {shown!r}",
+                browser=browser,
+                params={"form_id": shown},
+            )
         if origin and not cors and not _same_origin(request, origin):
-            return self._reject(request, form_id, 403, "origin", f"origin {origin} not allowed")
+            shown = shown_text(origin)
+            return self._reject(
+                request, form_id, 403, "origin", f"origin {shown} not allowed", origin=shown
+            )
         client_ip = self._client_ip(request)
         wait = self.limiters[form_id].hit(client_ip)
         if wait:
+            seconds = max(1, round(wait))
             response = self._reject(
-                request, form_id, 429, "rate_limit", "too many submissions, try again later"
+                request,
+                form_id,
+                429,
+                "rate_limit",
+                "too many submissions, try again later",
+                retry_after=seconds,
             )
-            response.headers["Retry-After"] = str(max(1, round(wait)))
+            response.headers["Retry-After"] = str(seconds)
             return response
+        too_large = f"body over {form.max_body} bytes"
         if request.content_length is not None and request.content_length > form.max_body:
+            return self._reject(request, form_id, 413, "too_large", too_large, limit=form.max_body)
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        if coding not in CODINGS:
+            shown = shown_text(coding)
             return self._reject(
-                request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
+                request,
+                form_id,
+                415,
+                "unreadable",
+                f"unsupported Content-Encoding {shown!r}: send gzip, deflate or none",
+                code="content_coding",
+                coding=shown,
             )
-        body = await _read_bounded(request, form.max_body)
+        compressed = coding not in ("", "identity")
+        try:
+            body = await _read_bounded(request, form.max_body, compressed=compressed)
+            # aiohttp notices a broken deflate stream, but a gzip one cut short only when
+            # nothing of it decodes
+            broken = compressed and body == b"" and request.content.total_raw_bytes > 0
+        except (web.RequestPayloadError, BadHttpMessage):
+            body, broken = b"", True
+            # Nothing more of this body can be read: close the connection after answering,
+            # rather than let aiohttp drain it for keep-alive and log the decoder's error.
+            request.content.feed_eof()
+        if broken:
+            how = f"as Content-Encoding {coding}" if compressed else "in full"
+            response = self._reject(
+                request,
+                form_id,
+                400,
+                "unreadable",
+                f"body cannot be read {how}",
+                code="compressed" if compressed else "unreadable",
+            )
+            response.force_close()
+            return response
         if body is None:
-            return self._reject(
-                request, form_id, 413, "too_large", f"body over {form.max_body} bytes"
-            )
+            return self._reject(request, form_id, 413, "too_large", too_large, limit=form.max_body)
         if not _authorized(form, request, body):
             return self._reject(request, form_id, 401, "auth", "bad or missing signature")
         try:
             mime = parse_mimetype(request.headers.get("Content-Type", ""))
             fields, files = parse_body(request.content_type, dict(mime.parameters), body)
         except BadSubmission as error:
-            return self._reject(request, form_id, error.status, "unreadable", str(error))
+            return self._reject(
+                request,
+                form_id,
+                error.status,
+                "unreadable",
+                str(error),
+                code=error.code,
+                **error.params,
+            )
         return await self._accept(request, form_id, form, fields, files, browser, cors, client_ip)
 
     async def _accept(
@@ -143,14 +207,23 @@ class WebForms:
         cors: dict[str, str],
         client_ip: str,
     ) -> web.StreamResponse:
+        fields, unstorable = keepable(fields)  # without NUL; unstorable ones are left out
         spam = bool(form.honeypot and any(v.strip() for v in fields.get(form.honeypot, [])))
+        query = {k: shown_text(v) for k, v in request.query.items()}
         lead, errors = map_fields(
-            form, fields, dict(request.query), self.hub.settings.hub.default_region
+            form, fields, query, self.hub.settings.hub.default_region, unstorable
         )
         if errors and not spam:
             self.hub.metrics.rejected.labels(CHANNEL, "invalid").inc()
             return self._error(
-                request, 422, "some fields need fixing", fields=errors, browser=browser, cors=cors
+                request,
+                422,
+                "invalid",
+                "some fields need fixing",
+                fields=errors,
+                browser=browser,
+                cors=cors,
+                form=form,
             )
         submission = {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
         if files and not spam:
@@ -162,23 +235,26 @@ class WebForms:
                 return self._error(
                     request,
                     503,
+                    "attachment",
                     "cannot store the attached file now, retry",
                     browser=browser,
                     retry_after=5,
                     cors=cors,
+                    form=form,
                 )
             submission["_files"] = files
         elif files:
             submission["_files"] = [{k: v for k, v in f.items() if k != "content"} for f in files]
+        origin = request.headers.get("Origin")
         payload = {
             "form": form_id,
             "lead": lead,
             "submission": submission,
-            "meta": {
-                "ip": client_ip,
-                "user_agent": request.headers.get("User-Agent", "")[:300],
-                "referer": request.headers.get("Referer", "")[:500],
-                "origin": request.headers.get("Origin"),
+            "meta": {  # headers are the client's bytes: kept as far as a store can keep them
+                "ip": shown_text(client_ip),
+                "user_agent": shown_text(request.headers.get("User-Agent", "")[:300]),
+                "referer": shown_text(request.headers.get("Referer", "")[:500]),
+                "origin": shown_text(origin) if origin else None,
             },
         }
         try:
@@ -193,20 +269,30 @@ class WebForms:
             return self._error(
                 request,
                 503,
+                "shutting_down",
                 "shutting down, retry shortly",
                 browser=browser,
                 retry_after=5,
                 cors=cors,
+                form=form,
+            )
+        except UnstorableEvent as error:  # what the checks above did not foresee
+            log.warning("webform_unstorable", form_id=form_id, error=str(error))
+            self.hub.metrics.rejected.labels(CHANNEL, "unstorable").inc()
+            return self._error(
+                request, 422, "unstorable", str(error), browser=browser, cors=cors, form=form
             )
         except Exception:
             log.exception("webform_store_failed", form_id=form_id)
             return self._error(
                 request,
                 503,
+                "unavailable",
                 "cannot store the submission now, retry shortly",
                 browser=browser,
                 retry_after=5,
                 cors=cors,
+                form=form,
             )
         if debug_enabled("plugins.webforms"):
             log.debug(
@@ -237,35 +323,65 @@ class WebForms:
         return request.remote or "unknown"
 
     def _reject(
-        self, request: web.Request, form_id: str, status: int, reason: str, message: str
+        self,
+        request: web.Request,
+        form_id: str,
+        status: int,
+        reason: str,
+        detail: str,
+        code: str | None = None,
+        **params: Any,
     ) -> web.Response:
+        """Refuse before the fields are read; ``reason`` is the metric's label, ``code``
+        (the reason unless given) chooses the sentence, ``params`` fill it."""
         self.hub.metrics.rejected.labels(CHANNEL, reason).inc()
-        log.info("webform_rejected", form_id=form_id, status=status, reason=reason)
+        log.info("webform_rejected", form_id=form_id, status=status, reason=code or reason)
         form = self.config.forms.get(form_id)
         origin = request.headers.get("Origin")
         cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
-        return self._error(request, status, message, browser=_is_browser(request), cors=cors)
+        return self._error(
+            request,
+            status,
+            code or reason,
+            detail,
+            browser=_is_browser(request),
+            cors=cors,
+            form=form,
+            params=params,
+        )
 
     @staticmethod
     def _error(
         request: web.Request,
         status: int,
-        message: str,
+        code: str,
+        detail: str,
         *,
         browser: bool,
-        fields: list[dict[str, str]] | None = None,
+        fields: list[FieldError] | None = None,
         retry_after: int | None = None,
         cors: dict[str, str] | None = None,
+        form: Form | None = None,
+        params: dict[str, Any] | None = None,
     ) -> web.Response:
+        """The answer to a refused submission.
+
+        A browser gets a page in Russian (templates/error.html) that names the
+        form's own fields and links back to the page the form is on; an API client
+        gets JSON: ``error`` (for the developer), ``code``, ``message`` (the page's
+        sentence) and ``fields`` (each with ``field`` as the form named it,
+        ``lead_field``, ``code`` and ``message``).
+        """
         headers = dict(cors or {})
         if retry_after:
             headers["Retry-After"] = str(retry_after)
+        message = str(say.refusal(code, params or {}))
+        named = [
+            {**item, "message": str(say.field_error(item["code"], item))} for item in fields or ()
+        ]
         if browser:
             page = templates.get_template("error.html").render(
-                status=status,
-                message=message,
-                fields=fields or [],
-                back=request.headers.get("Referer"),
+                status=status, message=message, fields=named, back=_back_link(request, form)
             )
             return web.Response(
                 status=status,
@@ -274,10 +390,40 @@ class WebForms:
                 charset="utf-8",
                 headers=headers,
             )
-        body: dict[str, Any] = {"error": message}
-        if fields:
-            body["fields"] = fields
-        return web.json_response(body, status=status, headers=headers)
+        body: dict[str, Any] = {"error": detail, "code": code, "message": message}
+        if named:
+            body["fields"] = named
+        return web.Response(
+            body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+        )
+
+
+def _back_link(request: web.Request, form: Form | None) -> str | None:
+    """Where "back to the form" leads: the page the form was posted from, if known.
+
+    The Referer names that page unless the site's referrer policy cut it down to
+    the site's address (browsers do for a cross-site post), when the form's
+    ``page_url`` says better. Without either: the site's address, from Origin.
+    """
+    referer = _web_address(request.headers.get("Referer", ""))
+    page = form.page_url if form else None
+    if referer is not None and not (page and referer.path in ("", "/") and not referer.query):
+        return str(referer)
+    if page:
+        return page
+    origin = _web_address(request.headers.get("Origin", ""))
+    return str(origin.origin()) + "/" if origin is not None else None
+
+
+def _web_address(text: str) -> URL | None:
+    """``text`` as an http(s) address with a host, or None (javascript:, data:, "null"...)."""
+    if not text or len(text) > 2000 or not storable(text):
+        return None
+    try:
+        url = URL(text.strip())
+    except ValueError:
+        return None
+    return url if url.scheme in ("http", "https") and url.host else None
 
 
 def _is_browser(request: web.Request) -> bool:
@@ -324,9 +470,9 @@ def _authorized(form: Form, request: web.Request, body: bytes) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
-    """Read at most ``limit`` bytes of body; None when the body is longer."""
-    if request.content_length is not None and request.content_length <= limit:
+async def _read_bounded(request: web.Request, limit: int, *, compressed: bool) -> bytes | None:
+    """Read at most ``limit`` bytes of body (decoded); None when the body is longer."""
+    if not compressed and request.content_length is not None and request.content_length <= limit:
         return await request.read()  # aiohttp reads exactly Content-Length bytes
     chunks = []
     size = 0

@@ -40,9 +40,14 @@ class Form(BaseModel):
     rate_window: Duration = timedelta(minutes=1)
     max_body: int = Field(65536, ge=1024, le=50 * 1024 * 1024)
     thank_you_url: str | None = None
+    # The page the form is on: the error page links back to it when the browser does not
+    # say where it came from (no Referer, or only the site's address).
+    page_url: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Form:
+        if self.page_url and not self.page_url.startswith(("http://", "https://")):
+            raise ValueError(f"page_url must be an http(s) address, not {self.page_url!r}")
         bad = [f"{k} = {v!r}" for k, v in self.fields.items() if not _valid_target(v)]
         if bad:
             raise ValueError(
@@ -65,11 +70,22 @@ class Form(BaseModel):
 
     @cached_property
     def required_sources(self) -> list[tuple[list[str], str]]:
-        """For each required name: the form fields that fill it, and the field an error names."""
+        """For each required name: the form fields that fill it, and the field an error
+        names when the submission holds none of them (else it names the one it holds)."""
         out = []
         for name in self.required:
             mapped = [f for f, target in self.fields.items() if target == name]
-            out.append(([name, *mapped], mapped[0] if len(mapped) == 1 else name))
+            out.append(([*mapped, name], mapped[0] if len(mapped) == 1 else name))
+        return out
+
+    @cached_property
+    def contact_sources(self) -> list[str]:
+        """The form fields that give a phone or an email, the phone's first."""
+        out = []
+        for point in ("phone", "email"):
+            out += [f for f, target in self.fields.items() if target == point]
+            if point not in self.fields:
+                out.append(point)
         return out
 
     def target(self, field: str) -> str | None:

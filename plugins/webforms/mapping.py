@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,17 +19,40 @@ class _Blank(dict[str, str]):
         return ""
 
 
+# What is wrong with one field: ``field`` is the form's own name for it (the one the site
+# used), ``lead_field`` the lead field it fills (None for a field kept only in the history),
+# ``code`` the kind of error, and its parameters (``limit``).
+FieldError = dict[str, Any]
+
+
+def _error(field: str, lead_field: str | None, code: str, **params: Any) -> FieldError:
+    return {"field": field, "lead_field": lead_field, "code": code, **params}
+
+
+def _named(sources: list[str], fields: Fields, configured: str) -> str:
+    """The field the site used among ``sources``: the one it sent, else the configured one."""
+    return next((f for f in sources if f in fields), configured)
+
+
 def map_fields(
-    form: Form, fields: Fields, query: dict[str, str], region: str
-) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Return the lead's fields and a list of ``{"field", "message"}`` errors."""
-    errors: list[dict[str, str]] = []
+    form: Form,
+    fields: Fields,
+    query: dict[str, str],
+    region: str,
+    unstorable: Sequence[str] = (),
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """Return the lead's fields and what is wrong with the form's fields.
+
+    ``unstorable`` names fields whose text no store can keep (see parsing.keepable).
+    """
+    errors = [_error(name, form.target(name), "unstorable") for name in unstorable]
     lead: dict[str, Any] = {"phones": [], "emails": [], "utm": {}, "custom": {}}
 
     # A required name is a form field or a lead field any form field maps to.
-    for sources, label in form.required_sources:
+    for sources, configured in form.required_sources:
         if not any(v.strip() for f in sources for v in fields.get(f, ())):
-            errors.append({"field": label, "message": "required"})
+            named = _named(sources, fields, configured)
+            errors.append(_error(named, form.target(named), "required"))
 
     for name, raw in fields.items():
         target = form.target(name)
@@ -38,14 +62,14 @@ def map_fields(
         if not values:
             continue
         if max(map(len, values)) > MAX_VALUE:
-            errors.append({"field": name, "message": f"longer than {MAX_VALUE} characters"})
+            errors.append(_error(name, target, "too_long", limit=MAX_VALUE))
             continue
         if target == "phone":
             for value in values:
                 try:
                     normalize_phone(value, region)
                 except InvalidPoint:
-                    errors.append({"field": name, "message": "not a phone number"})
+                    errors.append(_error(name, target, "invalid_phone"))
                     break
                 lead["phones"].append(value)
         elif target == "email":
@@ -53,21 +77,21 @@ def map_fields(
                 try:
                     normalize_email(value)
                 except InvalidPoint:
-                    errors.append({"field": name, "message": "not an email address"})
+                    errors.append(_error(name, target, "invalid_email"))
                     break
                 lead["emails"].append(value)
         elif target == "tax_id":
             try:
                 lead["tax_id"] = normalize_tax_id(values[0], region)
             except InvalidPoint:
-                errors.append({"field": name, "message": "not a tax id (ИНН)"})
+                errors.append(_error(name, target, "invalid_tax_id"))
         elif target == "amount":
             try:
                 amount = Decimal(values[0].replace(" ", "").replace(",", "."))
                 if not amount.is_finite() or amount < 0:
                     raise InvalidOperation
             except InvalidOperation:
-                errors.append({"field": name, "message": "not an amount"})
+                errors.append(_error(name, target, "invalid_amount"))
                 continue
             lead["amount"] = str(amount)
         elif target in UTM_FIELDS:
@@ -81,7 +105,9 @@ def map_fields(
             lead[target] = values[0]
 
     if not lead["phones"] and not lead["emails"] and not errors:
-        errors.append({"field": "phone", "message": "give a phone number or an email address"})
+        sources = form.contact_sources
+        named = _named(sources, fields, sources[0])
+        errors.append(_error(named, form.target(named), "phone_or_email"))
 
     for name in UTM_FIELDS:  # UTM tags in the form's action URL count too
         if name not in lead["utm"] and query.get(name):
