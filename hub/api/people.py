@@ -36,7 +36,6 @@ from hub.domain.normalize import (
     normalize_phone,
     phone_point,
 )
-from hub.domain.similarity import company_key
 from hub.store.models import Company, Contact, ContactPoint, User
 
 routes = web.RouteTableDef()
@@ -264,14 +263,7 @@ async def list_companies(request: web.Request) -> web.Response:
         )
     q = request.query.get("q", "").strip()
     if q:
-        digits = "".join(ch for ch in q if ch.isdigit())
-        stmt = stmt.where(
-            or_(
-                Company.tax_id == digits,
-                Company.name_key == company_key(q),
-                Company.name.ilike(f"%{q}%"),
-            )
-        )
+        stmt = stmt.where(records.company_search(q))
     return await page(request, stmt, Company.id, records.company)
 
 

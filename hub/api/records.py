@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.api.common import iso
 from hub.domain.lead import UTM_FIELDS
+from hub.domain.similarity import company_key
+from hub.events import as_event
 from hub.store.models import (
     Activity,
     Company,
@@ -114,14 +116,17 @@ def company(row: Any) -> dict[str, Any]:
 
 
 def _event(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "type": row.type,
-        "subject": row.subject,
-        "subject_id": row.subject_id,
-        "payload": row.payload,
-        "occurred_at": iso(row.occurred_at),
-    }
+    return {**as_event(row), "occurred_at": iso(row.occurred_at)}
+
+
+def company_search(q: str) -> Any:
+    """Companies by tax id (ИНН), by name in any spelling of its legal form, or by part of it."""
+    digits = "".join(ch for ch in q if ch.isdigit())
+    return or_(
+        Company.tax_id == digits,
+        Company.name_key == company_key(q),
+        Company.name.ilike(f"%{q}%"),
+    )
 
 
 async def deal_card(

@@ -30,9 +30,7 @@ def companies() -> None:
 @click.pass_context
 def companies_list(ctx: click.Context, find: str | None, limit: int) -> None:
     """Companies, newest first, with their tax id, contacts and open deals."""
-    from sqlalchemy import or_
-
-    from hub.domain.similarity import company_key
+    from hub.api.records import company_search
     from hub.store.models import Company, Contact, Deal
 
     settings = _settings(ctx)
@@ -50,14 +48,7 @@ def companies_list(ctx: click.Context, find: str | None, limit: int) -> None:
             .limit(limit)
         )
         if find:
-            digits = "".join(ch for ch in find if ch.isdigit())
-            stmt = stmt.where(
-                or_(
-                    Company.tax_id == digits,
-                    Company.name_key == company_key(find),
-                    Company.name.ilike(f"%{find}%"),
-                )
-            )
+            stmt = stmt.where(company_search(find))
         async with store.read() as conn:
             return [list(r) for r in await conn.execute(stmt)]
 

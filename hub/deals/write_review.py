@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import insert, select, update
 
 from hub.deals import changes as ch
@@ -98,34 +100,22 @@ async def dismiss_duplicates(batch: Batch, run: list[ch.DismissDuplicate]) -> No
 
 
 async def merge_contacts(batch: Batch, run: list[ch.MergeContacts]) -> None:
-    for change in run:
-        try:
-            change.id, moved = await merging.merge_contacts(
-                batch.conn, change.keep, change.other, batch.now
-            )
-        except merging.MergeError as error:
-            _merge_refused(batch, change, error, "contact")
-            continue
-        batch.events.append(
-            ev.ContactsMerged(
-                subject_id=change.keep, merge_id=change.id, other_id=change.other, moved=moved
-            )
-        )
+    await _merge(batch, run, merging.merge_contacts, ev.ContactsMerged, "contact")
 
 
 async def merge_companies(batch: Batch, run: list[ch.MergeCompanies]) -> None:
+    await _merge(batch, run, merging.merge_companies, ev.CompaniesMerged, "company")
+
+
+async def _merge(batch: Batch, run: list[Any], merge: Any, event: Any, what: str) -> None:
     for change in run:
         try:
-            change.id, moved = await merging.merge_companies(
-                batch.conn, change.keep, change.other, batch.now
-            )
+            change.id, moved = await merge(batch.conn, change.keep, change.other, batch.now)
         except merging.MergeError as error:
-            _merge_refused(batch, change, error, "company")
+            _merge_refused(batch, change, error, what)
             continue
         batch.events.append(
-            ev.CompaniesMerged(
-                subject_id=change.keep, merge_id=change.id, other_id=change.other, moved=moved
-            )
+            event(subject_id=change.keep, merge_id=change.id, other_id=change.other, moved=moved)
         )
 
 
