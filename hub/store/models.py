@@ -342,3 +342,14 @@ class ApiRequest(Base):
     status: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Nonce(Base):
+    """A key a channel accepts once (a signed request's signature), claimed until
+    ``expires_at``: a second claim before then is a replay (hub/intake/nonces.py)."""
+
+    __tablename__ = "nonces"
+
+    namespace: Mapped[str] = mapped_column(String(100), primary_key=True)  # the channel
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the key's SHA-256, hex
+    expires_at: Mapped[datetime] = mapped_column(index=True)

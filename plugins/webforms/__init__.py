@@ -5,11 +5,12 @@ fields), stored in the intake, and only then answered: ``202`` with the lead id
 to an API client, ``303`` to the thank-you page for a browser. A refusal is a
 page in Russian naming the form's own fields for a browser (templates/), and
 JSON with machine-readable codes beside the same sentences for an API client.
+A form with ``auth = "hmac"`` takes only requests signed as :mod:`hub.signing`
+says, each of them once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,19 @@ from yarl import URL
 from hub.context import Hub
 from hub.domain.lead import Lead
 from hub.hookspecs import hookimpl
-from hub.intake import IntakeClosed, UnstorableEvent
+from hub.intake import IntakeClosed, UnstorableEvent, claim_once, release_claim
 from hub.logging import debug_enabled
+from hub.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureRefused, verify_request
 from plugins.webforms.config import Form, WebFormsConfig
 from plugins.webforms.mapping import FieldError, map_fields
 from plugins.webforms.parsing import BadSubmission, keepable, parse_body, shown_text, storable
 from plugins.webforms.ratelimit import RateLimiter
 
 CHANNEL = "webforms"
-SIGNATURE_HEADER = "X-Hub-Signature-256"
 TOKEN_HEADER = "X-Hub-Token"
-ALLOWED_HEADERS = f"Content-Type, Idempotency-Key, {SIGNATURE_HEADER}, {TOKEN_HEADER}"
+ALLOWED_HEADERS = (
+    f"Content-Type, Idempotency-Key, {SIGNATURE_HEADER}, {TIMESTAMP_HEADER}, {TOKEN_HEADER}"
+)
 
 # Content codings aiohttp decodes before the handler reads the body.
 CODINGS = {"", "identity", "gzip", "deflate"}
@@ -179,8 +182,13 @@ class WebForms:
             return response
         if body is None:
             return self._reject(request, form_id, 413, "too_large", too_large, limit=form.max_body)
-        if not _authorized(form, request, body):
-            return self._reject(request, form_id, 401, "auth", "bad or missing signature")
+        claim = None  # the signature this request claimed, given back if it is not stored
+        if form.auth == "hmac":
+            claim, refusal = await self._claim_signature(request, form_id, form, body, cors)
+            if refusal is not None:
+                return refusal
+        elif not _authorized(form, request):
+            return self._reject(request, form_id, 401, "auth", "bad or missing token")
         try:
             mime = parse_mimetype(request.headers.get("Content-Type", ""))
             fields, files = parse_body(request.content_type, dict(mime.parameters), body)
@@ -194,7 +202,48 @@ class WebForms:
                 code=error.code,
                 **error.params,
             )
-        return await self._accept(request, form_id, form, fields, files, browser, cors, client_ip)
+        response = await self._accept(
+            request, form_id, form, fields, files, browser, cors, client_ip
+        )
+        if claim is not None and response.status == 503:
+            # Nothing was stored and the sender is told to retry: its retry of the same
+            # bytes must not look like a replay (see hub/intake/nonces.py).
+            await release_claim(self.hub.intake, CHANNEL, claim)
+        return response
+
+    async def _claim_signature(
+        self, request: web.Request, form_id: str, form: Form, body: bytes, cors: dict[str, str]
+    ) -> tuple[str | None, web.Response | None]:
+        """Check a signed request's signature and time, then claim the signature once.
+
+        Returns the claimed signature, or the answer refusing the request: 401 for
+        a missing, wrong, old or replayed signature, 503 when the store cannot say
+        whether the signature was seen.
+        """
+        assert form.secret is not None  # the config refuses auth = "hmac" without one
+        try:
+            signed = verify_request(request, form.secret.get_secret_value(), body)
+            if not await claim_once(self.hub.intake, CHANNEL, signed.signature, signed.valid_for):
+                raise SignatureRefused(
+                    "signature_replayed",
+                    "this signed request was received before: sign every attempt anew",
+                )
+        except SignatureRefused as refused:
+            reason = "replay" if refused.code == "signature_replayed" else "auth"
+            return None, self._reject(request, form_id, 401, reason, refused.detail, refused.code)
+        except Exception:
+            log.exception("webform_signature_check_failed", form_id=form_id)
+            return None, self._error(
+                request,
+                503,
+                "unavailable",
+                "cannot check the signature now, retry shortly",
+                browser=_is_browser(request),
+                retry_after=5,
+                cors=cors,
+                form=form,
+            )
+        return signed.signature, None
 
     async def _accept(
         self,
@@ -335,7 +384,17 @@ class WebForms:
         """Refuse before the fields are read; ``reason`` is the metric's label, ``code``
         (the reason unless given) chooses the sentence, ``params`` fill it."""
         self.hub.metrics.rejected.labels(CHANNEL, reason).inc()
-        log.info("webform_rejected", form_id=form_id, status=status, reason=code or reason)
+        if status == 401:  # someone posts without the form's secret, or replays a request
+            log.warning(
+                "webform_rejected",
+                form_id=form_id,
+                status=status,
+                reason=code or reason,
+                detail=detail,
+                ip=shown_text(self._client_ip(request)),
+            )
+        else:
+            log.info("webform_rejected", form_id=form_id, status=status, reason=code or reason)
         form = self.config.forms.get(form_id)
         origin = request.headers.get("Origin")
         cors = _cors(origin) if origin and form and _origin_allowed(form, origin) else {}
@@ -455,19 +514,16 @@ def _external_id(request: web.Request, form_id: str) -> str | None:
     return f"{form_id}:{key}" if key else None
 
 
-def _authorized(form: Form, request: web.Request, body: bytes) -> bool:
+def _authorized(form: Form, request: web.Request) -> bool:
+    """A form with ``auth = "token"`` (or none): the token in X-Hub-Token or as a bearer."""
     if form.auth == "none" or form.secret is None:
         return True
     secret = form.secret.get_secret_value().encode()
-    if form.auth == "token":
-        given = request.headers.get(TOKEN_HEADER, "")
-        auth = request.headers.get("Authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), secret)
-    given = request.headers.get(SIGNATURE_HEADER, "").removeprefix("sha256=").strip().lower()
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given.encode(), expected.encode())
+    given = request.headers.get(TOKEN_HEADER, "")
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret)
 
 
 async def _read_bounded(request: web.Request, limit: int, *, compressed: bool) -> bytes | None:

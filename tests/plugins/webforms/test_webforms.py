@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from typing import Any
 
 import aiohttp
@@ -263,8 +264,12 @@ async def test_multipart_form_with_a_file_keeps_the_file_for_the_manager(hub_cli
     assert (await hub_client.get("/api/v1/attachments/../../etc", headers=headers)).status == 404
 
 
-def sign(body: bytes, secret: str = "partner-secret-0123456789") -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signed(body: bytes, secret: str = "partner-secret-0123456789") -> dict[str, str]:
+    """The headers of a request to /forms/partner signed now (hub/signing.py)."""
+    now = str(int(time.time()))
+    message = f"{now}\nPOST\n/forms/partner\n\n".encode() + body
+    signature = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return {"X-Hub-Timestamp": now, "X-Hub-Signature-256": f"sha256={signature}"}
 
 
 async def test_partner_post_needs_a_valid_signature(hub_client):
@@ -273,13 +278,11 @@ async def test_partner_post_needs_a_valid_signature(hub_client):
     missing = await hub_client.post("/forms/partner", data=body, headers=headers)
     assert missing.status == 401
     wrong = await hub_client.post(
-        "/forms/partner", data=body, headers={**headers, "X-Hub-Signature-256": sign(body, "x")}
+        "/forms/partner", data=body, headers={**headers, **signed(body, "x")}
     )
     assert wrong.status == 401
     assert await count(hub_client, InboxEvent) == 0
-    good = await hub_client.post(
-        "/forms/partner", data=body, headers={**headers, "X-Hub-Signature-256": sign(body)}
-    )
+    good = await hub_client.post("/forms/partner", data=body, headers={**headers, **signed(body)})
     assert good.status == 202
     deal = await wait_for(lambda: deal_for(hub_client, 1))
     assert str(deal["amount"]) in ("150000", "150000.00")
