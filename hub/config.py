@@ -210,6 +210,18 @@ class User(Section):
         return value.strip().lower()
 
 
+# Fields a stage may require before a deal enters it: the deal's own, its contact's
+# (``contact.``), and custom fields of the deal (``custom.NAME``).
+DEAL_FIELDS = ("title", "amount", "currency", "segment", "source", "company")
+CONTACT_FIELDS = (
+    "contact.name",
+    "contact.city",
+    "contact.segment",
+    "contact.phone",
+    "contact.email",
+)
+
+
 class Stage(Section):
     key: str = Field(pattern=r"^[a-z0-9_\-]+$")
     name: str
@@ -218,6 +230,19 @@ class Stage(Section):
     contact_within: Duration | None = None
     time_limit: Duration | None = None
     required_fields: list[str] = []
+
+    @field_validator("required_fields")
+    @classmethod
+    def _known_fields(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if (
+                name not in DEAL_FIELDS
+                and name not in CONTACT_FIELDS
+                and not (name.startswith("custom.") and len(name) > len("custom."))
+            ):
+                known = ", ".join((*DEAL_FIELDS, *CONTACT_FIELDS, "custom.NAME"))
+                raise ValueError(f"{name!r} is not a field a stage can require ({known})")
+        return value
 
 
 class RepeatInquiry(Section):
@@ -236,6 +261,9 @@ class Pipeline(Section):
     first_task: str = "Call the client"
     repeat: RepeatInquiry = RepeatInquiry()
     stages: list[Stage]
+    # Moves allowed beyond the next stage, by stage key: ``new = ["proposal"]``. Always
+    # allowed: the next stage, any earlier stage, and lost from any stage.
+    jumps: dict[str, list[str]] = {}
 
     @model_validator(mode="after")
     def _stages_make_sense(self) -> Pipeline:
@@ -244,6 +272,10 @@ class Pipeline(Section):
             raise ValueError("stage keys must be unique within a pipeline")
         if not any(s.kind == "open" for s in self.stages):
             raise ValueError("a pipeline needs at least one open stage")
+        for source, targets in self.jumps.items():
+            for key in (source, *targets):
+                if key not in keys:
+                    raise ValueError(f"jumps: no stage {key!r} in this pipeline")
         return self
 
 
@@ -322,6 +354,15 @@ class MatchingSection(Section):
 class CatalogSection(Section):
     sources: list[str] = []
     loss_reasons: list[str] = []
+    # Loss reasons that also need the competitor the deal went to.
+    competitor_reasons: list[str] = []
+
+    @model_validator(mode="after")
+    def _reasons_listed(self) -> CatalogSection:
+        unknown = [r for r in self.competitor_reasons if r not in self.loss_reasons]
+        if unknown:
+            raise ValueError(f"competitor_reasons: not in loss_reasons: {', '.join(unknown)}")
+        return self
 
 
 def _default_pipelines() -> dict[str, Pipeline]:

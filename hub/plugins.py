@@ -199,7 +199,10 @@ class PluginHost:
         ]
         for name, record in self.records.items():
             raw = dict(sections.get(name, {}))
-            enabled = raw.pop("enabled", name in sections)
+            # A plugin without a section is off, unless it says it is on by default (the
+            # built-in stage rules: a policy every install should have).
+            default = name in sections or bool(getattr(record.factory, "enabled_by_default", False))
+            enabled = raw.pop("enabled", default)
             try:
                 enabled = _EnabledOnly(enabled=enabled).enabled
             except ValidationError as error:

@@ -18,6 +18,10 @@ from tests.conftest import ROOT, wait_for
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     text = (ROOT / "config.example.toml").read_text()
+    # Everyone on duty whatever the hour the suite runs: round-robin then starts with anna.
+    text = "\n".join(
+        line for line in text.splitlines() if not line.startswith(("working_hours", "working_days"))
+    )
     path = tmp_path / "config.toml"
     path.write_text(text)
     return path

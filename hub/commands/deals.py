@@ -129,22 +129,75 @@ def deals_move(
     _deal_action(ctx, as_user, change, f"deal {deal_id} moved to {stage}")
 
 
+@deals.command("set")
+@click.argument("deal_id", type=int)
+@click.option("--title", default=None)
+@click.option("--amount", default=None, help="e.g. 150000 or '150 000,50'.")
+@click.option("--currency", default=None, help="Three letters: RUB, USD...")
+@click.option("--segment", default=None)
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE", help="A custom field.")
+@as_option
+@click.pass_context
+def deals_set(
+    ctx: click.Context,
+    deal_id: int,
+    title: str | None,
+    amount: str | None,
+    currency: str | None,
+    segment: str | None,
+    fields: tuple[str, ...],
+    as_user: str | None,
+) -> None:
+    """Fill in deal DEAL_ID's card: title, amount, currency, segment, custom fields."""
+    from hub.deals.changes import SetDealFields
+
+    change = SetDealFields(deal=deal_id)
+    if title is not None:
+        change.title = title
+    if amount is not None:
+        change.amount = _amount(amount)
+    if currency is not None:
+        change.currency = currency.upper()
+    if segment is not None:
+        change.segment = segment
+    custom = {}
+    for pair in fields:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r}: write NAME=VALUE", param_hint="--field")
+        custom[name.strip()] = value.strip() or None
+    if custom:
+        change.custom = custom
+    _deal_action(ctx, as_user, change, f"deal {deal_id} updated")
+
+
+def _amount(text: str) -> Any:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(text.replace(",", ".").replace(" ", ""))
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not an amount", param_hint="--amount") from None
+
+
 @deals.command("won")
 @click.argument("deal_id", type=int)
 @click.option("--amount", default=None, help="The final amount.")
+@click.option("--override", default=None, metavar="REASON", help="Skip a rule, saying why.")
 @as_option
 @click.pass_context
-def deals_won(ctx: click.Context, deal_id: int, amount: str | None, as_user: str | None) -> None:
+def deals_won(
+    ctx: click.Context,
+    deal_id: int,
+    amount: str | None,
+    override: str | None,
+    as_user: str | None,
+) -> None:
     """Close deal DEAL_ID as won."""
-    from decimal import Decimal, InvalidOperation
-
     from hub.deals.changes import UNSET, CloseWon
 
-    try:
-        value = Decimal(amount.replace(",", ".").replace(" ", "")) if amount else UNSET
-    except InvalidOperation:
-        raise click.BadParameter(f"{amount!r} is not an amount", param_hint="--amount") from None
-    _deal_action(ctx, as_user, CloseWon(deal=deal_id, amount=value), f"deal {deal_id} won")
+    change = CloseWon(deal=deal_id, amount=_amount(amount) if amount else UNSET, override=override)
+    _deal_action(ctx, as_user, change, f"deal {deal_id} won")
 
 
 @deals.command("lost")
@@ -225,8 +278,10 @@ def deals_show(ctx: click.Context, deal_id: int, as_user: str | None) -> None:
             click.echo(f"    {shown}")
     click.echo("stage history:")
     for step in card["stage_history"]:
+        skipped = f"  (правило обойдено: {step['override']})" if step["override"] else ""
         click.echo(
             f"  {at(step['at'])}  {step['from'] or '-'} → {step['stage']}  {step['by'] or ''}"
+            + skipped
         )
     click.echo("tasks:")
     for task in card["tasks"]:

@@ -70,6 +70,7 @@ async def create_deals(batch: Batch, run: list[ch.CreateDeal]) -> None:
                 "to_stage_id": change.stage_id,
                 "user_id": user_id,
                 "changed_at": now,
+                "override": None,
             }
         )
         batch.events.append(
@@ -110,13 +111,16 @@ async def _set_deals(
         await batch.conn.execute(insert(history_t), history)
 
 
-def _history(batch: Batch, deal_id: int, from_stage: int, to_stage: int) -> dict[str, Any]:
+def _history(
+    batch: Batch, deal_id: int, from_stage: int, to_stage: int, override: str | None = None
+) -> dict[str, Any]:
     return {
         "deal_id": deal_id,
         "from_stage_id": from_stage,
         "to_stage_id": to_stage,
         "user_id": batch.actor.user_id,
         "changed_at": batch.now,
+        "override": override,
     }
 
 
@@ -190,7 +194,7 @@ async def move_stage(batch: Batch, run: list[ch.MoveStage]) -> None:
             continue
         from_stage = batch.stage(deal["stage_id"])
         params.append({"deal_id": deal["id"], "stage_id": stage.id, "stage_entered_at": batch.now})
-        history.append(_history(batch, deal["id"], from_stage.id, stage.id))
+        history.append(_history(batch, deal["id"], from_stage.id, stage.id, change.override))
         deal.update(stage_id=stage.id, stage_entered_at=batch.now)
         batch.events.append(
             ev.DealStageChanged(
@@ -289,7 +293,7 @@ async def close_won(batch: Batch, run: list[ch.CloseWon]) -> None:
         if not isinstance(change.amount, ch._Unset):
             values["amount"] = change.amount
         from_stage = batch.stage(deal["stage_id"])
-        history.append(_history(batch, deal["id"], from_stage.id, stage.id))
+        history.append(_history(batch, deal["id"], from_stage.id, stage.id, change.override))
         params.append(values)
         deal.update({k: v for k, v in values.items() if k != "deal_id"})
         batch.events.append(
@@ -324,7 +328,7 @@ async def close_lost(batch: Batch, run: list[ch.CloseLost]) -> None:
             "competitor": change.competitor,
         }
         from_stage = batch.stage(deal["stage_id"])
-        history.append(_history(batch, deal["id"], from_stage.id, stage.id))
+        history.append(_history(batch, deal["id"], from_stage.id, stage.id, change.override))
         params.append(values)
         deal.update({k: v for k, v in values.items() if k != "deal_id"})
         batch.events.append(

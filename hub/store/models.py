@@ -179,6 +179,7 @@ class StageChange(Base):
     to_stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    override: Mapped[str | None] = mapped_column(String(500))  # why a rule was skipped
 
 
 class Task(Base):

@@ -10,6 +10,7 @@ from hub.config import load_settings
 from hub.context import Hub
 from hub.plugins import PluginHost
 from plugins.webforms import WebForms
+from rules.stage_rules import StageRules
 from tests.conftest import ROOT, wait_for
 
 
@@ -49,7 +50,11 @@ async def test_the_example_form_posted_by_a_browser_creates_a_deal(
     settings = load_settings(ROOT / "config.example.toml")
     hub = Hub(
         settings,
-        plugins=PluginHost(settings, load_entry_points=False, extra={"webforms": WebForms}),
+        plugins=PluginHost(
+            settings,
+            load_entry_points=False,
+            extra={"webforms": WebForms, "stage_rules": StageRules},
+        ),
     )
     client = await aiohttp_client(build_app(hub))
     # A page opened from disk posts with Origin "null"; a browser asks for HTML.
