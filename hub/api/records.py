@@ -147,7 +147,7 @@ async def deal_card(
     card["tasks"] = [task(t) for t in (await conn.execute(tasks)).mappings()]
     source = Stage.__table__.alias("source")
     history = await conn.execute(
-        select(StageChange.changed_at, source.c.key, Stage.key, User.email)
+        select(StageChange.changed_at, source.c.key, Stage.key, User.email, StageChange.override)
         .join(Stage, Stage.id == StageChange.to_stage_id)
         .outerjoin(source, source.c.id == StageChange.from_stage_id)
         .outerjoin(User, User.id == StageChange.user_id)
@@ -155,8 +155,8 @@ async def deal_card(
         .order_by(StageChange.id)
     )
     card["stage_history"] = [
-        {"from": before, "stage": after, "by": by, "at": iso(at)}
-        for at, before, after, by in history
+        {"from": before, "stage": after, "by": by, "at": iso(at), "override": override}
+        for at, before, after, by, override in history
     ]
     notes = await conn.execute(
         select(Note.id, Note.body, Note.created_at, User.email)
