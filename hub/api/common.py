@@ -195,10 +195,18 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+Enrich = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+
+
 async def page(
-    request: web.Request, stmt: Select[Any], id_column: Any, serialize: Callable[[Any], Any]
+    request: web.Request,
+    stmt: Select[Any],
+    id_column: Any,
+    serialize: Callable[[Any], Any],
+    enrich: Enrich | None = None,
 ) -> web.Response:
-    """A page of a list, newest first; ``next`` links to the following page."""
+    """A page of a list, newest first; ``next`` links to the following page. ``enrich`` adds
+    to the page's items what one more query per page tells (a deal's traffic light)."""
     hub = request.app[HUB_KEY]
     limit = int_param(request, "limit", hub.settings.api.page_size)
     assert limit is not None
@@ -211,14 +219,17 @@ async def page(
     stmt = stmt.order_by(id_column.desc()).limit(limit + 1)
     async with hub.store.read() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [serialize(row) for row in rows]
+        if enrich is not None:
+            await enrich(conn, items)
     next_link = None
     if more and rows:
         query = dict(request.query)
         query.update(after=str(rows[-1]["id"]), limit=str(limit))
         next_link = str(request.rel_url.with_query(query))
-    return json_response({"items": [serialize(row) for row in rows], "next": next_link})
+    return json_response({"items": items, "next": next_link})
 
 
 async def body(request: web.Request, model: type[BaseModel]) -> Any:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub import lights
 from hub.api import records
 from hub.api.common import (
     HUB_KEY,
@@ -29,6 +30,7 @@ from hub.api.common import (
 from hub.api.people import NewContact, owner_id_of, point_changes, user_zone
 from hub.deals import changes as ch
 from hub.store.models import Activity, Deal, Pipeline, Stage, User
+from hub.store.types import utcnow
 
 routes = web.RouteTableDef()
 
@@ -110,7 +112,8 @@ def _card(deal_id: int | ch.CreateDeal, owner: int | None, status: int = 200) ->
 
 @routes.get("/api/v1/deals")
 async def list_deals(request: web.Request) -> web.Response:
-    """Deals, newest first; filters: status, pipeline, stage, owner (email), contact_id."""
+    """Deals, newest first, each open one with its traffic light; filters: status, pipeline,
+    stage, owner (email), contact_id, light (red, yellow, green)."""
     stmt = records.deals_query()
     owner = scope(request)
     if owner is not None:
@@ -126,7 +129,18 @@ async def list_deals(request: web.Request) -> web.Response:
         stmt = stmt.where(User.email == q["owner"].lower())
     if q.get("contact_id"):
         stmt = stmt.where(Deal.contact_id == int_param(request, "contact_id"))
-    return await page(request, stmt, Deal.id, records.deal)
+    hub = request.app[HUB_KEY]
+    if q.get("light"):
+        if q["light"] not in ("red", "yellow", "green"):
+            raise Problem(400, "light is red, yellow or green")
+        assert hub.catalog is not None
+        found = lights.conditions(hub.catalog, utcnow(), hub.settings.hub.timezone)
+        stmt = stmt.where(lights.where_colour(q["light"], found))
+
+    async def with_lights(conn: AsyncConnection, items: list[dict[str, Any]]) -> None:
+        await records.add_lights(conn, items, hub)
+
+    return await page(request, stmt, Deal.id, records.deal, with_lights)
 
 
 @routes.get("/api/v1/deals/{id}")
@@ -136,6 +150,8 @@ async def get_deal(request: web.Request) -> web.Response:
     deal_id = path_id(request)
     async with hub.store.read() as conn:
         card = await records.deal_card(conn, deal_id, scope(request))
+        if card is not None:
+            await records.add_lights(conn, [card], hub)
     if card is None:
         raise Problem(404, f"no deal {deal_id}")
     return json_response(card)

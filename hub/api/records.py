@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub import lights
 from hub.api.common import iso
 from hub.domain.lead import UTM_FIELDS
 from hub.domain.similarity import company_key
@@ -113,6 +114,18 @@ def company(row: Any) -> dict[str, Any]:
         "owner_id": row["owner_id"],
         "created_at": iso(row["created_at"]),
     }
+
+
+async def add_lights(conn: AsyncConnection, deals: list[dict[str, Any]], hub: Any) -> None:
+    """Each open deal's traffic light (``light``: colour and reasons); closed deals get none."""
+    if hub.catalog is None:
+        return
+    found = await lights.lights(
+        conn, [d["id"] for d in deals], hub.catalog, utcnow(), hub.settings.hub.timezone
+    )
+    for deal in deals:
+        light = found.get(deal["id"])
+        deal["light"] = light.as_dict() if light is not None else None
 
 
 def _event(row: Any) -> dict[str, Any]:

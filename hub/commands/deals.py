@@ -29,16 +29,30 @@ def deals() -> None:
 @deals.command("list")
 @click.option("--status", type=click.Choice(["open", "won", "lost"]), default=None)
 @click.option("--owner", default=None, help="Owner's email.")
+@click.option(
+    "--light",
+    type=click.Choice(["red", "yellow", "green"]),
+    default=None,
+    help="Open deals of a colour.",
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.pass_context
-def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit: int) -> None:
-    """The newest deals with stage, owner, contact phone and open tasks."""
+def deals_list(
+    ctx: click.Context, status: str | None, owner: str | None, light: str | None, limit: int
+) -> None:
+    """The newest deals with their traffic light, stage, owner, phone and open tasks."""
+    from hub import lights
     from hub.store.models import Contact, ContactPoint, Deal, Stage, Task, User
+    from hub.store.ops import load_catalog
+    from hub.store.types import utcnow
 
     settings = _settings(ctx)
     show = _local(settings)
 
     async def go(store: Any) -> list[list[Any]]:
+        async with store.read() as conn:
+            catalog = await load_catalog(conn, settings)
+        now = utcnow()
         open_tasks = (
             select(func.count())
             .where(Task.deal_id == Deal.id, Task.done_at.is_(None))
@@ -82,13 +96,29 @@ def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit:
             stmt = stmt.where(Deal.status == status)
         if owner:
             stmt = stmt.where(User.email == owner.lower())
+        if light:
+            found = lights.conditions(catalog, now, settings.hub.timezone)
+            stmt = stmt.where(lights.where_colour(light, found))
         async with store.read() as conn:
-            return [list(r) for r in await conn.execute(stmt)]
+            rows = [list(r) for r in await conn.execute(stmt)]
+            colours = await lights.lights(
+                conn, [r[0] for r in rows], catalog, now, settings.hub.timezone
+            )
+        for row in rows:
+            shown = colours.get(row[0])
+            row.insert(
+                1,
+                f"{shown.colour}: {'; '.join(shown.reasons)}"
+                if shown and shown.reasons
+                else (shown.colour if shown else "-"),
+            )
+        return rows
 
     rows = _run(_with_store(settings, go))
     _table(
         [
             "id",
+            "light",
             "title",
             "stage",
             "status",
@@ -100,7 +130,7 @@ def deals_list(ctx: click.Context, status: str | None, owner: str | None, limit:
             "source",
             "created",
         ],
-        [[*r[:10], show(r[10])] for r in rows],
+        [[*r[:11], show(r[11])] for r in rows],
     )
 
 
