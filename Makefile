@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint fuzz bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Schemathesis over the whole API, longer than `make test` does it: FUZZ_SECONDS on each
+# store (both: 10 minutes in all), then requests and statuses per operation and token.
+FUZZ_SECONDS ?= 300
+FUZZ_EXAMPLES ?= 10
+fuzz: $(STAMP)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q \
+		-o timeout=0 tests/test_api_fuzz.py -k every_operation
+
+# The intake benchmark drives its load with wrk (a Debian package); BENCH_ARGS go to
+# bench/intake.py, e.g. BENCH_ARGS="--store sqlite --hub-root ../baseline".
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 bench: $(STAMP)
-	$(BIN)/python bench/intake.py
+	command -v wrk >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk)
+	$(BIN)/python bench/intake.py $(BENCH_ARGS)
 	$(BIN)/python bench/dedupe.py
 
 clean:
