@@ -67,7 +67,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     log.info(
         "hub_listening", url=f"http://{address[0]}:{address[1]}", config=str(ctx.obj["config"])
     )
-    app = build_app(hub)
+    app = build_app(hub, freeze_heap=True)
     try:
         web.run_app(
             app,
@@ -204,6 +204,7 @@ def _register() -> None:
         imports,
         inbox,
         notes,
+        rules,
         tasks,
         users,
     )
@@ -211,6 +212,7 @@ def _register() -> None:
     main.add_command(deals.deals)
     main.add_command(tasks.tasks)
     main.add_command(notes.notes)
+    main.add_command(rules.rules)
     main.add_command(inbox.inbox)
     main.add_command(users.users)
     main.add_command(contacts.contacts)

@@ -351,6 +351,13 @@ class MatchingSection(Section):
         return self
 
 
+class RulesSection(Section):
+    """When the rules engine's jobs run."""
+
+    # Audits of the whole store (`hub rules audit` on demand); 0s turns the schedule off.
+    audit_every: Duration = timedelta(hours=1)
+
+
 class CatalogSection(Section):
     sources: list[str] = []
     loss_reasons: list[str] = []
@@ -399,6 +406,7 @@ class Settings(BaseSettings):
     catalog: CatalogSection = CatalogSection()
     matching: MatchingSection = MatchingSection()
     assignment: AssignmentSection = AssignmentSection()
+    rules: RulesSection = RulesSection()
     plugins: dict[str, dict[str, Any]] = {}
 
     # Where the file was read from; relative paths in it are resolved against its folder.

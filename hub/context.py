@@ -12,8 +12,9 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub import events
+from hub import events, scheduler
 from hub.attachments import Attachments
+from hub.audit import run_audits
 from hub.config import Settings
 from hub.deals import Actor, Change, DealWriter, Refusal, StoreReader
 from hub.domain.lead import Lead
@@ -171,6 +172,15 @@ class Hub:
                     asyncio.create_task(worker.run(self.intake), name=worker.name)
                 )
         await self.plugins.start(self.view, self._plugin_extra_tasks)  # type: ignore[arg-type]
+        every = self.settings.rules.audit_every
+        audits = self.plugins.pm.hook.hub_audits.get_hookimpls()
+        if self.start_workers and audits and every.total_seconds() > 0:
+            self._worker_tasks.append(
+                asyncio.create_task(
+                    scheduler.every(self.store, "audit", every, lambda: run_audits(self)),
+                    name="audit-schedule",
+                )
+            )
         self.ready = True
         log.info(
             "hub_started",
@@ -191,6 +201,9 @@ class Hub:
         for worker in self.workers:
             worker.stop()
         self.intake.new_events.set()
+        for task in self._worker_tasks:
+            if task.get_name() == "audit-schedule":
+                task.cancel()  # a job is cut short; its slot was claimed, its changes atomic
         if self._worker_tasks:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)
         self._worker_tasks.clear()

@@ -140,3 +140,17 @@ def hub_guard(
     refusal from any guard refuses the whole batch: nothing is written, and the
     caller gets every reason of every guard at once. Return nothing to allow.
     """
+
+
+@hookspec
+def hub_audits(hub: Hub) -> list[Any] | None:
+    """Return audits: checks of the whole store run on demand (``hub rules audit``) and on a
+    schedule.
+
+    An audit has ``name``, ``severity`` (red or yellow) and ``async find(store, now, hub)``
+    returning :class:`hub.audit.Finding` objects (what breaks the rule, whose it is, why),
+    found with SQL over ``store`` (read-only). The hub keeps each finding as a violation
+    from first seen until it is no longer found, so it is reported once and its age is
+    known; each is written through the writer with its event (``task.overdue``,
+    ``deal.stale``, ``rule.violated``, and ``rule.resolved`` when it clears).
+    """

@@ -207,6 +207,39 @@ async def test_every_change_kind_writes_its_event_in_the_same_transaction(store_
         merge = ch.MergeContacts(keep=contact.id, other=other.id)  # type: ignore[arg-type]
         await hub.deals.apply([ch.DismissDuplicate(pair_id=pair_id), merge], SYSTEM)
         await hub.deals.apply([ch.Unmerge(merge_id=merge.id)], SYSTEM)  # type: ignore[arg-type]
+        found = ch.OpenViolation(
+            rule="overdue_task",
+            subject="task",
+            subject_id=task.id,
+            owner_id=anna,
+            severity="red",
+            detail="просрочена",
+        )
+        stale = ch.OpenViolation(
+            rule="stage_expired",
+            subject="deal",
+            subject_id=deal.id,
+            owner_id=anna,
+            severity="red",
+            detail="долго",
+        )
+        other_rule = ch.OpenViolation(
+            rule="no_task",
+            subject="deal",
+            subject_id=deal.id,
+            owner_id=anna,
+            severity="red",
+            detail="нет задачи",
+        )
+        await hub.deals.apply([found, stale, other_rule], SYSTEM)
+        await hub.deals.apply(
+            [
+                ch.ResolveViolation(
+                    violation_id=found.id, rule="overdue_task", subject="task", subject_id=task.id
+                )
+            ],  # type: ignore[arg-type]
+            SYSTEM,
+        )
         merge_co = ch.MergeCompanies(keep=company.id, other=company.id)  # type: ignore[arg-type]
         with pytest.raises(Refused, match="into itself"):
             await hub.deals.apply([merge_co], SYSTEM)

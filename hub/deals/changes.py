@@ -362,3 +362,33 @@ ALL: tuple[type[Change], ...] = (
     MergeCompanies,
     Unmerge,
 )
+
+
+# -- the rules' findings --------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class OpenViolation(Creates):
+    """An audit found a rule broken: kept until it clears, reported once."""
+
+    kind: ClassVar[str] = "open_violation"
+    rule: str
+    subject: str  # deal | task | contact | stage_change
+    subject_id: int
+    owner_id: int | None
+    severity: str  # red | yellow
+    detail: str
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class ResolveViolation(Change):
+    """The broken rule holds again (the task was done, the segment filled in)."""
+
+    kind: ClassVar[str] = "resolve_violation"
+    violation_id: int
+    rule: str
+    subject: str
+    subject_id: int
+
+
+ALL = (*ALL, OpenViolation, ResolveViolation)

@@ -298,6 +298,55 @@ class ActivityLogged(Event):
     occurred_at: datetime
 
 
+# -- the rules' findings ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOverdue(Event):
+    """A task passed its due time undone; once per task until it is done or moved."""
+
+    type: ClassVar[str] = "task.overdue"
+    subject: ClassVar[str] = "task"
+    violation_id: int
+    owner_id: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DealStale(Event):
+    """A deal stayed in its stage past the stage's time limit; once per stay."""
+
+    type: ClassVar[str] = "deal.stale"
+    subject: ClassVar[str] = "deal"
+    violation_id: int
+    owner_id: int | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleViolated(Event):
+    """An audit found a rule broken (``rule``: no_task, cadence_broken, no_segment, ...);
+    ``subject_id`` is the violation; ``on``/``on_id`` what it is about."""
+
+    type: ClassVar[str] = "rule.violated"
+    subject: ClassVar[str] = "violation"
+    rule: str
+    on: str
+    on_id: int
+    owner_id: int | None
+    severity: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleResolved(Event):
+    type: ClassVar[str] = "rule.resolved"
+    subject: ClassVar[str] = "violation"
+    rule: str
+    on: str
+    on_id: int
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -324,6 +373,10 @@ EVENTS: dict[str, type[Event]] = {
         TaskRescheduled,
         NoteAdded,
         ActivityLogged,
+        TaskOverdue,
+        DealStale,
+        RuleViolated,
+        RuleResolved,
     )
 }
 

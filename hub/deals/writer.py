@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
-from hub.deals import write_deals, write_people, write_review, write_work
+from hub.deals import write_deals, write_people, write_review, write_rules, write_work
 from hub.deals.actors import Actor, NotFound, Refusal, Refused, StoreReader
 from hub.deals.batch import Batch, contacts_t, deals_t, events_t, tasks_t
 from hub.store import Store
@@ -102,11 +102,13 @@ class DealWriter:
             deal = getattr(change, "deal", None)
             if isinstance(deal, int):
                 deal_ids.add(deal)
-            if not batch.actor.limited_to_own:
-                continue  # contacts and tasks are loaded only to hide others' from a manager
+            # Contacts are loaded for every actor: a deal or task naming a contact that does
+            # not exist is "not found", not a foreign-key error from the store.
             contact = getattr(change, "contact", None)
             if isinstance(contact, int) and not isinstance(change, ch.RecordLead):
                 contact_ids.add(contact)
+            if not batch.actor.limited_to_own:
+                continue  # tasks are loaded only to hide others' from a manager
             task = getattr(change, "task", None)
             if isinstance(task, int):
                 task_ids.add(task)
@@ -176,4 +178,6 @@ _WRITERS: dict[type[ch.Change], Callable[[Batch, Any], Awaitable[None]]] = {
     ch.MergeContacts: write_review.merge_contacts,
     ch.MergeCompanies: write_review.merge_companies,
     ch.Unmerge: write_review.unmerge,
+    ch.OpenViolation: write_rules.open_violations,
+    ch.ResolveViolation: write_rules.resolve_violations,
 }

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -354,3 +355,31 @@ class Nonce(Base):
     namespace: Mapped[str] = mapped_column(String(100), primary_key=True)  # the channel
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the key's SHA-256, hex
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Violation(Base):
+    """A rule an audit found broken, from first seen until it clears."""
+
+    __tablename__ = "violations"
+    __table_args__ = (
+        # One open violation per rule and record; cleared ones stay as history.
+        Index(
+            "ix_violations_open",
+            "rule",
+            "subject",
+            "subject_id",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(String(20))  # deal | task | contact | stage_change
+    subject_id: Mapped[int] = mapped_column(Id)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    severity: Mapped[str] = mapped_column(String(10))  # red | yellow
+    detail: Mapped[str] = mapped_column(String(500))
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()

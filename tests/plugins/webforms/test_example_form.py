@@ -10,6 +10,7 @@ from hub.config import load_settings
 from hub.context import Hub
 from hub.plugins import PluginHost
 from plugins.webforms import WebForms
+from rules.audits import HygieneAudits
 from rules.stage_rules import StageRules
 from tests.conftest import ROOT, wait_for
 
@@ -53,7 +54,11 @@ async def test_the_example_form_posted_by_a_browser_creates_a_deal(
         plugins=PluginHost(
             settings,
             load_entry_points=False,
-            extra={"webforms": WebForms, "stage_rules": StageRules},
+            extra={
+                "webforms": WebForms,
+                "stage_rules": StageRules,
+                "hygiene_audits": HygieneAudits,
+            },
         ),
     )
     client = await aiohttp_client(build_app(hub))
