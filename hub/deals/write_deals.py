@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
@@ -15,6 +15,7 @@ from hub.deals.batch import (
     deal_of,
     deals_t,
     history_t,
+    insert_rows,
     ref,
 )
 from hub.domain.lead import UTM_FIELDS
@@ -89,8 +90,8 @@ async def create_deals(batch: Batch, run: list[ch.CreateDeal]) -> None:
             )
         )
     if rows:
-        await batch.conn.execute(insert(deals_t), rows)
-        await batch.conn.execute(insert(history_t), history)
+        await insert_rows(batch.conn, deals_t, rows)
+        await insert_rows(batch.conn, history_t, history)
 
 
 async def _set_deals(
@@ -108,7 +109,7 @@ async def _set_deals(
             rows,
         )
     if history:
-        await batch.conn.execute(insert(history_t), history)
+        await insert_rows(batch.conn, history_t, history)
 
 
 def _history(

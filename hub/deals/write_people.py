@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
@@ -15,6 +15,7 @@ from hub.deals.batch import (
     active_users,
     companies_t,
     contacts_t,
+    insert_rows,
     points_t,
     ref,
 )
@@ -42,7 +43,7 @@ async def create_companies(batch: Batch, run: list[ch.CreateCompany]) -> None:
         batch.events.append(
             ev.CompanyCreated(subject_id=company_id, name=change.name, tax_id=change.tax_id)
         )
-    await batch.conn.execute(insert(companies_t), rows)
+    await insert_rows(batch.conn, companies_t, rows)
 
 
 async def create_contacts(batch: Batch, run: list[ch.CreateContact]) -> None:
@@ -87,9 +88,9 @@ async def create_contacts(batch: Batch, run: list[ch.CreateContact]) -> None:
                 emails=emails,
             )
         )
-    await batch.conn.execute(insert(contacts_t), rows)
+    await insert_rows(batch.conn, contacts_t, rows)
     if point_rows:
-        await batch.conn.execute(insert(points_t), point_rows)
+        await insert_rows(batch.conn, points_t, point_rows)
 
 
 _CONTACT_FIELDS = ("name", "city", "segment", "external_id", "owner_id")
@@ -188,7 +189,7 @@ async def update_contacts(batch: Batch, run: list[ch.UpdateContact]) -> None:
             params,
         )
     if point_rows:
-        await conn.execute(insert(points_t), point_rows)
+        await insert_rows(conn, points_t, point_rows)
 
 
 def _points(points: Iterable[Any]) -> tuple[list[str], list[str]]:

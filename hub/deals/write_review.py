@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
@@ -13,6 +13,7 @@ from hub.deals.actors import NotFound
 from hub.deals.batch import (
     Batch,
     duplicates_t,
+    insert_rows,
     ref,
 )
 
@@ -72,7 +73,7 @@ async def flag_duplicates(batch: Batch, run: list[ch.FlagDuplicate]) -> None:
             )
         )
     if rows_out:
-        await batch.conn.execute(insert(duplicates_t), rows_out)
+        await insert_rows(batch.conn, duplicates_t, rows_out)
 
 
 async def dismiss_duplicates(batch: Batch, run: list[ch.DismissDuplicate]) -> None:

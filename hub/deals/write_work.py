@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
@@ -15,6 +15,7 @@ from hub.deals.batch import (
     active_users,
     activities_t,
     deal_of,
+    insert_rows,
     notes_t,
     ref,
     tasks_t,
@@ -74,7 +75,7 @@ async def add_tasks(batch: Batch, run: list[ch.AddTask]) -> None:
             )
         )
     if rows:
-        await batch.conn.execute(insert(tasks_t), rows)
+        await insert_rows(batch.conn, tasks_t, rows)
 
 
 async def _tasks(batch: Batch, refs: Iterable[ch.TaskRef]) -> dict[int, dict[str, Any]]:
@@ -185,7 +186,7 @@ async def add_notes(batch: Batch, run: list[ch.AddNote]) -> None:
             )
         )
     if rows:
-        await batch.conn.execute(insert(notes_t), rows)
+        await insert_rows(batch.conn, notes_t, rows)
 
 
 async def log_activities(batch: Batch, run: list[ch.LogActivity]) -> None:
@@ -224,4 +225,4 @@ async def log_activities(batch: Batch, run: list[ch.LogActivity]) -> None:
                 occurred_at=occurred,
             )
         )
-    await batch.conn.execute(insert(activities_t), rows)
+    await insert_rows(batch.conn, activities_t, rows)

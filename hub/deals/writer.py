@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
 from hub.deals import write_deals, write_people, write_review, write_rules, write_work
 from hub.deals.actors import Actor, NotFound, Refusal, Refused, StoreReader
-from hub.deals.batch import Batch, contacts_t, deals_t, events_t, tasks_t
+from hub.deals.batch import Batch, contacts_t, deals_t, events_t, insert_rows, tasks_t
 from hub.store import Store
 from hub.store.ops import Catalog
 from hub.store.types import utcnow
@@ -89,7 +89,7 @@ class DealWriter:
         if batch.refusals:
             raise Refused(batch.refusals)
         if batch.events:
-            await conn.execute(insert(events_t), [_row(e, actor, batch.now) for e in batch.events])
+            await insert_rows(conn, events_t, [_row(e, actor, batch.now) for e in batch.events])
         return Applied(list(changes), batch.events)
 
     # -- step 1: what the batch names, as the actor may see it -------------------------------
@@ -98,15 +98,18 @@ class DealWriter:
         deal_ids: set[int] = set()
         contact_ids: set[int] = set()
         task_ids: set[int] = set()
+        # A deal or task naming a contact that does not exist is "not found", not a
+        # foreign-key error from the store; the lead pipeline and imports name only the
+        # contacts they just read in the same transaction, so they skip the look-up.
+        check_contacts = batch.actor.kind not in ("lead_pipeline", "import")
         for change in changes:
             deal = getattr(change, "deal", None)
             if isinstance(deal, int):
                 deal_ids.add(deal)
-            # Contacts are loaded for every actor: a deal or task naming a contact that does
-            # not exist is "not found", not a foreign-key error from the store.
-            contact = getattr(change, "contact", None)
-            if isinstance(contact, int) and not isinstance(change, ch.RecordLead):
-                contact_ids.add(contact)
+            if check_contacts:
+                contact = getattr(change, "contact", None)
+                if isinstance(contact, int) and not isinstance(change, ch.RecordLead):
+                    contact_ids.add(contact)
             if not batch.actor.limited_to_own:
                 continue  # tasks are loaded only to hide others' from a manager
             task = getattr(change, "task", None)
