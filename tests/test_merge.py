@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from hub.context import Hub
 from hub.deals import SYSTEM, NotFound, Refused
+from hub.deals import changes as ch
 from hub.deals.changes import MergeCompanies, MergeContacts, Unmerge
 from hub.store.models import (
     Activity,
@@ -272,3 +273,21 @@ async def _merge(hub: Hub, change: MergeContacts | MergeCompanies) -> int:
     await hub.deals.apply([change], SYSTEM)
     assert change.id is not None
     return change.id
+
+
+async def test_a_contact_merged_away_never_lends_its_id_to_a_new_one(store_url):
+    from hub.domain.normalize import phone_point
+
+    hub = await run_hub(store_url)
+    try:
+        first = ch.CreateContact(name="Анна", points=[phone_point("+79120000001", "RU")])
+        second = ch.CreateContact(name="Анна П.", points=[phone_point("+79120000002", "RU")])
+        await hub.deals.apply([first, second], SYSTEM)
+        merge = MergeContacts(keep=first.id, other=second.id)  # type: ignore[arg-type]
+        await hub.deals.apply([merge], SYSTEM)
+        newcomer = ch.CreateContact(name="Пётр", points=[phone_point("+79120000003", "RU")])
+        await hub.deals.apply([newcomer], SYSTEM)
+        assert newcomer.id not in (first.id, second.id)
+        await hub.deals.apply([Unmerge(merge_id=merge.id)], SYSTEM)  # type: ignore[arg-type]
+    finally:
+        await hub.stop()

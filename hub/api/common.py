@@ -104,6 +104,8 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     if not request.path.startswith("/api/") or request.path == OPENAPI_PATH:
         return await handler(request)
     hub = request.app[HUB_KEY]
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        return problem(400, "a query parameter contains a NUL character")
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer "):
         return problem(401, "missing bearer token")
@@ -241,6 +243,9 @@ async def body(request: web.Request, model: type[BaseModel]) -> Any:
         raise Problem(400, "the body is not JSON") from None
     if not isinstance(data, dict):
         raise Problem(422, "the body must be a JSON object")
+    if (where := _nul_in(data)) is not None:  # PostgreSQL stores no NUL in text or jsonb
+        reason = "text may not contain NUL characters"
+        raise Problem(422, f"{where}: {reason}", reasons=[{"field": where, "reason": reason}])
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -256,6 +261,25 @@ async def body(request: web.Request, model: type[BaseModel]) -> Any:
             "; ".join(f"{f['field']}: {f['reason']}" for f in fields),
             reasons=fields,
         ) from None
+
+
+def _nul_in(data: Any, where: str = "") -> str | None:
+    """The field (dotted path) of the first string or key holding a NUL character."""
+    if isinstance(data, str):
+        return (where or "body") if "\x00" in data else None
+    if isinstance(data, dict):
+        items: Any = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        if (found := _nul_in(value, path)) is not None:
+            return found
+    return None
 
 
 Respond = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]

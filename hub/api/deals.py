@@ -48,7 +48,7 @@ class DealIn(_Body):
     pipeline: str | None = None
     stage: str | None = None
     amount: Decimal | None = Field(default=None, ge=0, max_digits=18, decimal_places=2)
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    currency: str | None = Field(default=None, pattern="^[A-Za-z]{3}$")  # ISO 4217: RUB, usd
     source: str | None = Field(default=None, max_length=100)
     segment: str | None = Field(default=None, max_length=100)
     custom: dict[str, Any] = {}
@@ -58,7 +58,7 @@ class DealIn(_Body):
 class DealPatch(_Body):
     title: str | None = Field(default=None, min_length=1, max_length=300)
     amount: Decimal | None = Field(default=None, ge=0, max_digits=18, decimal_places=2)
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    currency: str | None = Field(default=None, pattern="^[A-Za-z]{3}$")  # ISO 4217: RUB, usd
     segment: str | None = Field(default=None, max_length=100)
     custom: dict[str, Any] | None = None
     owner: str | None = Field(default=None, description="Owner's email; head and admin only.")

@@ -22,7 +22,7 @@ _KEY = {
     "required": False,
     "description": "Retry safely: the same key with the same request answers the first "
     "answer again (kept 24 h or more); with another request, 422.",
-    "schema": {"type": "string", "maxLength": 200},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 _COMMON = {
     "400": {"description": "not JSON, or a bad parameter"},

@@ -80,6 +80,14 @@ def _load(table: Table, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _free_id(conn: AsyncConnection, table: Table, data: dict[str, Any]) -> dict[str, Any]:
+    """A deleted row as it was, less its id when a newer row took that id meanwhile."""
+    row = _load(table, data)
+    if await _row(conn, table, row["id"]) is not None:
+        del row["id"]
+    return row
+
+
 async def _row(conn: AsyncConnection, table: Table, row_id: int) -> dict[str, Any] | None:
     found = (await conn.execute(select(table).where(table.c.id == row_id))).mappings().first()
     return dict(found) if found else None
@@ -233,11 +241,30 @@ async def _unmerge_company(conn: AsyncConnection, row: dict[str, Any]) -> None:
         .where(companies.c.id == keep_id)
         .values(**{f: before[f] for f in (*COMPANY_FIELDS, "updated_at")})
     )
+    holders = await _holders(conn, row)
     for name, table in COMPANY_MOVED.items():
         if moved[name]:
             await conn.execute(
-                update(table).where(table.c.id.in_(moved[name])).values(company_id=other_id)
+                update(table)
+                .where(table.c.id.in_(moved[name]), table.c.company_id.in_(holders))
+                .values(company_id=other_id)
             )
+
+
+async def _holders(conn: AsyncConnection, row: dict[str, Any]) -> list[int]:
+    """Where the rows a merge moved may still be: its kept record, and what that record was
+    merged into later, while those merges stand. A moved row found anywhere else was moved
+    since (an earlier merge undone after this one took it back) and stays where it is."""
+    later = await conn.execute(
+        select(merges.c.other_id, merges.c.keep_id).where(
+            merges.c.kind == row["kind"], merges.c.id > row["id"], merges.c.undone_at.is_(None)
+        )
+    )
+    into: dict[int, int] = dict(later.all())
+    held = [row["keep_id"]]
+    while held[-1] in into and into[held[-1]] not in held:
+        held.append(into[held[-1]])
+    return held
 
 
 async def unmerge(conn: AsyncConnection, merge_id: int, now: datetime) -> dict[str, Any]:
@@ -255,25 +282,39 @@ async def unmerge(conn: AsyncConnection, merge_id: int, now: datetime) -> dict[s
     keep_id, other_id = row["keep_id"], row["other_id"]
     if await _row(conn, contacts, other_id) is not None:
         raise MergeError(f"contact {other_id} exists again; cannot restore it")
-    await conn.execute(insert(contacts).values(**_load(contacts, moved["other"])))
+    other = _load(contacts, moved["other"])
+    if other["company_id"] is not None and await _row(conn, companies, other["company_id"]) is None:
+        raise MergeError(
+            f"contact {other_id}'s company {other['company_id']} is gone since (merged?); "
+            "undo that first"
+        )
+    await conn.execute(insert(contacts).values(**other))
     keep_before = _load(contacts, moved["keep"])
     await conn.execute(
         update(contacts)
         .where(contacts.c.id == keep_id)
         .values(**{f: keep_before[f] for f in (*FIELDS, "custom", "updated_at")})
     )
-    for name, table in MOVED.items():
+    holders = await _holders(conn, row)
+    for name, table in (*MOVED.items(), ("points", points)):
         if moved[name]:
             await conn.execute(
-                update(table).where(table.c.id.in_(moved[name])).values(contact_id=other_id)
+                update(table)
+                .where(table.c.id.in_(moved[name]), table.c.contact_id.in_(holders))
+                .values(contact_id=other_id)
             )
-    if moved["points"]:
-        await conn.execute(
-            update(points).where(points.c.id.in_(moved["points"])).values(contact_id=other_id)
-        )
     for point in moved["points_dropped"]:
-        await conn.execute(insert(points).values(**_load(points, point)))
+        await conn.execute(insert(points).values(**await _free_id(conn, points, point)))
     for flag in moved["duplicates"]:
-        await conn.execute(insert(duplicates).values(**_load(duplicates, flag)))
+        # A pair comes back only while both its contacts exist and nobody flagged it again.
+        pair = (flag["contact_id"], flag["other_id"])
+        present = await conn.execute(select(contacts.c.id).where(contacts.c.id.in_(pair)))
+        again = await conn.execute(
+            select(duplicates.c.id).where(
+                duplicates.c.contact_id == pair[0], duplicates.c.other_id == pair[1]
+            )
+        )
+        if len(set(present.scalars())) == 2 and again.first() is None:
+            await conn.execute(insert(duplicates).values(**await _free_id(conn, duplicates, flag)))
     await conn.execute(update(merges).where(merges.c.id == merge_id).values(undone_at=now))
     return {"kind": "contact", "keep_id": keep_id, "other_id": other_id}

@@ -62,7 +62,25 @@ async def allocate_ids(conn: AsyncConnection, table: Table, n: int) -> list[int]
             {"table": table.name, "n": n},
         )
         return sorted(rows.scalars().all())
-    top = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
+    # Never an id a deleted row had (a contact merged away is still named by its events and
+    # its merge record): the highest id ever handed out is kept beside the table's max(id).
+    counters = Counter.__table__
+    name = f"ids.{table.name}"
+    top = (
+        await conn.execute(
+            select(
+                func.max(
+                    select(func.coalesce(func.max(table.c.id), 0)).scalar_subquery(),
+                    select(func.coalesce(func.max(counters.c.value), 0))
+                    .where(counters.c.name == name)
+                    .scalar_subquery(),
+                )
+            )
+        )
+    ).scalar_one()
+    await upsert(
+        conn, counters, [{"name": name, "value": top + n}], key=["name"], update_columns=["value"]
+    )
     return list(range(top + 1, top + 1 + n))
 
 
