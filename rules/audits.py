@@ -119,18 +119,16 @@ async def _overdue_task(store: StoreReader, now: datetime, hub: Any) -> list[Fin
             Task.done_at.is_(None), Task.due_at < now
         )
     )
-    return [
-        Finding(
-            "overdue_task",
-            "task",
-            task_id,
-            owner_id,
-            TEXTS["overdue_task"].format(
-                title=title, due=due.astimezone(zone).strftime("%d.%m.%Y %H:%M")
-            ),
+    text = TEXTS["overdue_task"]
+    out = []
+    for task_id, owner_id, title, due in rows:
+        local = due.astimezone(zone)
+        # f-string fields, not strftime: tens of thousands of overdue tasks in a dirty store
+        when = f"{local.day:02}.{local.month:02}.{local.year} {local.hour:02}:{local.minute:02}"
+        out.append(
+            Finding("overdue_task", "task", task_id, owner_id, text.format(title=title, due=when))
         )
-        for task_id, owner_id, title, due in rows
-    ]
+    return out
 
 
 async def _stage_expired(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
