@@ -107,7 +107,7 @@ async def lights(
         stage = catalog.stages_by_id.get(row.stage_id)
         values = {
             "stage": stage.name if stage else "?",
-            "within": _duration(stage.contact_within if stage else None),
+            "within": duration(stage.contact_within if stage else None),
         }
         red = [TEXTS[n].format(**values) for n in RED if flags[n]]
         yellow = [TEXTS[n].format(**values) for n in YELLOW if flags[n]]
@@ -116,7 +116,7 @@ async def lights(
     return out
 
 
-def _duration(value: timedelta | None) -> str:
+def duration(value: timedelta | None) -> str:
     if value is None:
         return ""
     hours = int(value.total_seconds() // 3600)

@@ -99,8 +99,8 @@ async def _deals(
             stage = hub.catalog.stages_by_id.get(stage_id) if hub.catalog else None
             detail = details[stage_id] = TEXTS[rule].format(
                 stage=stage.name if stage else "?",
-                limit=lights._duration(stage.time_limit if stage else None),
-                within=lights._duration(stage.contact_within if stage else None),
+                limit=lights.duration(stage.time_limit if stage else None),
+                within=lights.duration(stage.contact_within if stage else None),
                 **values,
             )
         out.append(Finding(rule, "deal", deal_id, owner_id, detail, severity))

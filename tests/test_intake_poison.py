@@ -86,7 +86,7 @@ async def test_a_group_the_store_refuses_is_retried_so_only_the_bad_event_fails(
 ):
     # Suppose the checks in accept() missed something: a channel name no store can keep
     # reaches a group, and the store refuses the whole group.
-    monkeypatch.setattr(accepting, "_storable_text", lambda text: True)
+    monkeypatch.setattr(accepting, "storable_text", lambda text: True)
     hub = make_hub(make_settings(store_url), start_workers=False)
     await hub.start()
     try:

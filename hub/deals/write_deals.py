@@ -266,84 +266,69 @@ async def assign_owner(batch: Batch, run: list[ch.AssignOwner]) -> None:
         )
 
 
-def _closing_stage(batch: Batch, change: ch.Change, deal: dict[str, Any], kind: str) -> Any:
-    pipeline = batch.pipeline(deal["pipeline_id"])
-    if deal["status"] != "open":
-        batch.refuse(change, f"deal {deal['id']} is already closed ({deal['status']})")
-        return None
-    stage = next((s for s in pipeline.stages.values() if s.kind == kind), None)
-    if stage is None:
-        batch.refuse(change, f"pipeline {pipeline.name!r} has no {kind} stage")
-    return stage
-
-
 async def close_won(batch: Batch, run: list[ch.CloseWon]) -> None:
-    params, history = [], []
-    for change in run:
-        deal = await deal_of(batch, change.deal)
-        stage = _closing_stage(batch, change, deal, "won")
-        if stage is None:
-            continue
-        values: dict[str, Any] = {
-            "deal_id": deal["id"],
-            "status": "won",
-            "stage_id": stage.id,
-            "stage_entered_at": batch.now,
-            "closed_at": batch.now,
-        }
-        if not isinstance(change.amount, ch._Unset):
-            values["amount"] = change.amount
-        from_stage = batch.stage(deal["stage_id"])
-        history.append(_history(batch, deal["id"], from_stage.id, stage.id, change.override))
-        params.append(values)
-        deal.update({k: v for k, v in values.items() if k != "deal_id"})
-        batch.events.append(
-            ev.DealWon(
-                subject_id=deal["id"],
-                pipeline=batch.pipeline(deal["pipeline_id"]).key,
-                from_stage=from_stage.key,
-                stage=stage.key,
-                amount=deal["amount"],
-                currency=deal["currency"],
-                owner_id=deal["owner_id"],
-                override=change.override,
-            )
+    def values(change: ch.CloseWon) -> dict[str, Any]:
+        return {} if isinstance(change.amount, ch._Unset) else {"amount": change.amount}
+
+    def event(change: ch.CloseWon, deal: dict[str, Any], moved: dict[str, str]) -> ev.Event:
+        return ev.DealWon(
+            **moved,
+            amount=deal["amount"],
+            currency=deal["currency"],
+            owner_id=deal["owner_id"],
+            override=change.override,
         )
-    await _set_deals(batch, params, history)
+
+    await _close(batch, run, "won", values, event)
 
 
 async def close_lost(batch: Batch, run: list[ch.CloseLost]) -> None:
+    def values(change: ch.CloseLost) -> dict[str, Any]:
+        return {"loss_reason": change.reason, "competitor": change.competitor}
+
+    def event(change: ch.CloseLost, deal: dict[str, Any], moved: dict[str, str]) -> ev.Event:
+        return ev.DealLost(
+            **moved,
+            reason=change.reason,
+            competitor=change.competitor,
+            owner_id=deal["owner_id"],
+            override=change.override,
+        )
+
+    await _close(batch, run, "lost", values, event)
+
+
+async def _close(batch: Batch, run: list[Any], kind: str, values: Any, event: Any) -> None:
+    """Close each deal of ``run`` at its pipeline's ``kind`` (won or lost) stage."""
     params, history = [], []
     for change in run:
         deal = await deal_of(batch, change.deal)
-        stage = _closing_stage(batch, change, deal, "lost")
-        if stage is None:
+        pipeline = batch.pipeline(deal["pipeline_id"])
+        if deal["status"] != "open":
+            batch.refuse(change, f"deal {deal['id']} is already closed ({deal['status']})")
             continue
-        values = {
-            "deal_id": deal["id"],
-            "status": "lost",
+        stage = next((s for s in pipeline.stages.values() if s.kind == kind), None)
+        if stage is None:
+            batch.refuse(change, f"pipeline {pipeline.name!r} has no {kind} stage")
+            continue
+        update_values = {
+            "status": kind,
             "stage_id": stage.id,
             "stage_entered_at": batch.now,
             "closed_at": batch.now,
-            "loss_reason": change.reason,
-            "competitor": change.competitor,
+            **values(change),
         }
         from_stage = batch.stage(deal["stage_id"])
         history.append(_history(batch, deal["id"], from_stage.id, stage.id, change.override))
-        params.append(values)
-        deal.update({k: v for k, v in values.items() if k != "deal_id"})
-        batch.events.append(
-            ev.DealLost(
-                subject_id=deal["id"],
-                pipeline=batch.pipeline(deal["pipeline_id"]).key,
-                from_stage=from_stage.key,
-                stage=stage.key,
-                reason=change.reason,
-                competitor=change.competitor,
-                owner_id=deal["owner_id"],
-                override=change.override,
-            )
-        )
+        params.append({"deal_id": deal["id"], **update_values})
+        deal.update(update_values)
+        moved = {
+            "subject_id": deal["id"],
+            "pipeline": pipeline.key,
+            "from_stage": from_stage.key,
+            "stage": stage.key,
+        }
+        batch.events.append(event(change, deal, moved))
     await _set_deals(batch, params, history)
 
 

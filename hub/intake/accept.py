@@ -105,7 +105,7 @@ def idempotency_keys(
 
 def _channel_key(external_id: str) -> str:
     key = f"id:{external_id}"
-    if len(key) > MAX_KEY or not _storable_text(key):
+    if len(key) > MAX_KEY or not storable_text(key):
         # surrogatepass: an id holding a lone surrogate is still one distinct key
         key = "id#" + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
     return key
@@ -136,7 +136,7 @@ def _serialise(payload: Any, *, sort_keys: bool = False) -> str:
     return text
 
 
-def _storable_text(text: str) -> bool:
+def storable_text(text: str) -> bool:
     """Whether a text column keeps ``text`` on both stores: UTF-8 without NUL."""
     if "\x00" in text:
         return False
@@ -198,7 +198,7 @@ class Intake:
         """
         if self._closed:
             raise IntakeClosed("the hub is shutting down")
-        if not (_storable_text(channel) and _storable_text(status)):
+        if not (storable_text(channel) and storable_text(status)):
             raise UnstorableEvent(f"channel {channel!r} or status {status!r} cannot be stored")
         now = utcnow()
         window = self.settings.dedupe_window

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from hub.intake import storable_text
+
 Fields = dict[str, list[str]]
 
 
@@ -200,17 +202,7 @@ def parse_body(content_type: str, params: dict[str, str], body: bytes) -> tuple[
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def storable(text: str) -> bool:
-    """Whether both stores keep ``text``: no NUL (PostgreSQL refuses it) and UTF-8 encodable."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate: a character nobody can know
-        return False
-    return True
+storable = storable_text  # what both stores keep: the intake's own check
 
 
 def shown_text(text: str) -> str:
