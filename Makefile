@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test lint fuzz bench clean
+.PHONY: install run test lint fuzz bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +18,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/hub run
 
-test: $(STAMP)
+# Pages are tested in a real headless Chromium (Debian's chromium + chromium-driver).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -35,7 +41,6 @@ fuzz: $(STAMP)
 
 # The intake benchmark drives its load with wrk (a Debian package); BENCH_ARGS go to
 # bench/intake.py, e.g. BENCH_ARGS="--store sqlite --hub-root ../baseline".
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 bench: $(STAMP)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk)
 	$(BIN)/python bench/intake.py $(BENCH_ARGS)
