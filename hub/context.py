@@ -16,7 +16,7 @@ from hub import events, scheduler
 from hub.attachments import Attachments
 from hub.audit import run_audits
 from hub.config import Settings
-from hub.deals import Actor, Change, DealWriter, Refusal, StoreReader
+from hub.deals import Actor, Change, DealWriter, Reaction, Refusal, StoreReader
 from hub.domain.lead import Lead
 from hub.intake import Intake, Worker
 from hub.leads import LeadPipeline
@@ -93,7 +93,10 @@ class Hub:
         self.plugins.configure(self.view)  # type: ignore[arg-type]
         self.catalog: Catalog | None = None
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
-        self.deals = DealWriter(self.store, lambda: self.catalog, self.guard)
+        reacts = bool(self.plugins.pm.hook.hub_react.get_hookimpls())
+        self.deals = DealWriter(
+            self.store, lambda: self.catalog, self.guard, self.react if reacts else None
+        )
         self.events_written = asyncio.Event()
         self.start_workers = start_workers
         self.workers: list[Worker] = []
@@ -136,6 +139,28 @@ class Hub:
                     raise TypeError(f"hub_guard of {name} returned {refusal!r}, not a Refusal")
                 refusals.append(refusal if refusal.guard else replace(refusal, guard=name))
         return refusals
+
+    async def react(
+        self, events: list[dict[str, Any]], actor: Actor, reader: StoreReader, depth: int
+    ) -> list[Reaction]:
+        """Every enabled plugin's ``hub_react`` answer to a written batch's events."""
+        hook = self.plugins.pm.hook.hub_react
+        given = {
+            "events": events,
+            "actor": actor,
+            "store": reader,
+            "hub": self.view,
+            "depth": depth,
+        }
+        reactions: list[Reaction] = []
+        for impl in hook.get_hookimpls():
+            found = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
+            for reaction in found or ():
+                if not isinstance(reaction, Reaction):
+                    name = self.plugins.pm.get_name(impl.plugin)
+                    raise TypeError(f"hub_react of {name} returned {reaction!r}, not a Reaction")
+                reactions.append(reaction)
+        return reactions
 
     def matchers(self) -> list[Any]:
         """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hub.context import Hub
-    from hub.deals import Actor, Change, Refusal, StoreReader
+    from hub.deals import Actor, Change, Reaction, Refusal, StoreReader
     from hub.domain.lead import Lead
+    from hub.notify import Notifier
 
 PROJECT = "crm_hub"
 
@@ -153,4 +154,34 @@ def hub_audits(hub: Hub) -> list[Any] | None:
     from first seen until it is no longer found, so it is reported once and its age is
     known; each is written through the writer with its event (``task.overdue``,
     ``deal.stale``, ``rule.violated``, and ``rule.resolved`` when it clears).
+    """
+
+
+@hookspec
+def hub_react(
+    events: Sequence[dict[str, Any]], actor: Actor, store: StoreReader, hub: Hub, depth: int
+) -> Iterable[Reaction] | Awaitable[Iterable[Reaction]] | None:
+    """Answer domain events with changes, in the transaction that wrote them.
+
+    Called by the writer after every batch it writes, on every write path, with the
+    batch's events as dicts (``id``, ``type``, ``subject``, ``subject_id``, ``payload``
+    with ``actor`` and ``v``, ``occurred_at``), who caused them and a read-only
+    ``store`` that shows the batch written. Return :class:`hub.deals.Reaction` objects
+    (a rule's name and its changes: a task, a stage move, a
+    :class:`~hub.deals.changes.QueueNotification`...). Each reaction is written through
+    the writer as the actor ``rule:NAME``, guards included, in a savepoint: a reaction
+    the guards refuse is dropped and logged (``rule_refused``), and the write that fired
+    it stands. Reactions cause events that are reacted to in turn, ``depth`` counting
+    the steps; past :data:`hub.deals.writer.MAX_REACTION_DEPTH` the chain is cut and
+    logged (``rule_depth_exceeded``). Keep this fast: it runs inside the writer's
+    transaction, and for the lead pipeline on batches of hundreds of events.
+    """
+
+
+@hookspec
+def hub_notifiers(hub: Hub) -> list[Notifier] | None:
+    """Return the notifiers this plugin delivers through (:class:`hub.notify.Notifier`).
+
+    Called once at start-up. A notifier's ``name`` is what rules write in ``via``;
+    the hub's sender delivers the outbox's rows through it (see :mod:`hub.notify`).
     """

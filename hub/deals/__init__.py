@@ -17,7 +17,7 @@ from hub.deals.actors import (
     StoreReader,
 )
 from hub.deals.changes import Change
-from hub.deals.writer import Applied, DealWriter
+from hub.deals.writer import Applied, DealWriter, Reaction
 
 __all__ = [
     "LEAD_PIPELINE",
@@ -27,6 +27,7 @@ __all__ = [
     "Change",
     "DealWriter",
     "NotFound",
+    "Reaction",
     "Refusal",
     "Refused",
     "StoreReader",

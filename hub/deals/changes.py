@@ -392,3 +392,28 @@ class ResolveViolation(Change):
 
 
 ALL = (*ALL, OpenViolation, ResolveViolation)
+
+
+# -- notifications ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class QueueNotification(Creates):
+    """A message for someone, queued in the notification outbox with the change that caused
+    it; the sender delivers it after the commit (:mod:`hub.notify`). Queueing a ``key``
+    that is already queued does nothing, so a retried batch notifies once. It has no event
+    of its own: a notification is the effect of an event, never a cause."""
+
+    kind: ClassVar[str] = "queue_notification"
+    key: str  # idempotency key: "rule:deal_lost:event:123:user:4:telegram"
+    notifier: str  # the notifier plugin that delivers it
+    address: str  # where: a chat id, an email address, an endpoint name
+    template: str | None  # hub/templates/notifications/NAME.j2; None: ``context`` is the body
+    context: dict[str, Any] = field(default_factory=dict)  # JSON: what the template shows
+    event_type: str | None = None
+    deal_id: int | None = None
+    user_id: int | None = None
+    not_before: datetime | None = None  # quiet hours: hold until then
+
+
+ALL = (*ALL, QueueNotification)

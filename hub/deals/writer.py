@@ -13,7 +13,11 @@ one transaction the writer
 2. asks every ``hub_guard`` about the whole batch;
 3. writes each run of same-kind changes with bulk statements, checking what
    only the store can tell (a deal already closed, a stage its pipeline lacks);
-4. writes one typed domain event per change (:mod:`hub.deals.events`).
+4. writes one typed domain event per change (:mod:`hub.deals.events`);
+5. asks every ``hub_react`` what the rules do about those events (a trigger's
+   task, a stage's actions on enter, a notification) and applies each answer
+   the same way, as the actor ``rule:NAME``, in the same transaction: a
+   notification is queued with the event that caused it, or not at all.
 
 Any refusal, from a guard or from step 3, refuses the batch with every reason
 at once (:class:`~hub.deals.actors.Refused`) and nothing is written.
@@ -27,20 +31,47 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.deals import changes as ch
 from hub.deals import events as ev
-from hub.deals import write_deals, write_people, write_review, write_rules, write_work
+from hub.deals import (
+    write_deals,
+    write_notify,
+    write_people,
+    write_review,
+    write_rules,
+    write_work,
+)
 from hub.deals.actors import Actor, NotFound, Refusal, Refused, StoreReader
 from hub.deals.batch import Batch, contacts_t, deals_t, events_t, insert_rows, tasks_t
 from hub.store import Store
-from hub.store.ops import Catalog
+from hub.store.ops import Catalog, allocate_ids
 from hub.store.types import utcnow
+
+log = structlog.get_logger("hub.deals")
 
 # guards(changes, actor, reader) -> refusals
 Guard = Callable[[Sequence[ch.Change], Actor, StoreReader], Awaitable[list[Refusal]]]
+
+# A rule's answer to events changes what they cause, and that may cause more: a rule
+# moving a deal fires the rules on stage changes. Past this depth the chain is cut
+# (and reported), so two rules undoing each other cannot loop forever.
+MAX_REACTION_DEPTH = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What a rule does about events: ``changes`` written as ``Actor.rule(rule)``."""
+
+    rule: str
+    changes: list[ch.Change]
+
+
+# react(events as dicts, who caused them, reader, depth) -> reactions
+React = Callable[[list[dict[str, Any]], Actor, StoreReader, int], Awaitable[list[Reaction]]]
 
 
 @dataclass(slots=True)
@@ -53,11 +84,16 @@ class Applied:
 
 class DealWriter:
     def __init__(
-        self, store: Store, catalog: Callable[[], Catalog | None], guard: Guard | None = None
+        self,
+        store: Store,
+        catalog: Callable[[], Catalog | None],
+        guard: Guard | None = None,
+        react: React | None = None,
     ) -> None:
         self.store = store
         self._catalog = catalog
         self._guard = guard
+        self._react = react
 
     @property
     def catalog(self) -> Catalog:
@@ -77,6 +113,8 @@ class DealWriter:
         changes: Sequence[ch.Change],
         actor: Actor,
         now: datetime | None = None,
+        *,
+        depth: int = 0,
     ) -> Applied:
         """Write ``changes`` in the caller's transaction (the intake worker's batch, an API
         request that records its idempotency key with the change)."""
@@ -88,9 +126,55 @@ class DealWriter:
             await _WRITERS[kind](batch, list(run))
         if batch.refusals:
             raise Refused(batch.refusals)
-        if batch.events:
-            await insert_rows(conn, events_t, [_row(e, actor, batch.now) for e in batch.events])
+        if not batch.events:
+            return Applied(list(changes), batch.events)
+        rows = [_row(e, actor, batch.now) for e in batch.events]
+        if self._react is None:
+            await insert_rows(conn, events_t, rows)
+            return Applied(list(changes), batch.events)
+        for row, event_id in zip(rows, await allocate_ids(conn, events_t, len(rows)), strict=True):
+            row["id"] = event_id
+        await insert_rows(conn, events_t, rows)
+        await self._reactions(conn, rows, actor, batch.now, depth)
         return Applied(list(changes), batch.events)
+
+    # -- step 5: what the rules do about the events ------------------------------------------
+
+    async def _reactions(
+        self,
+        conn: AsyncConnection,
+        events: list[dict[str, Any]],
+        actor: Actor,
+        now: datetime,
+        depth: int,
+    ) -> None:
+        assert self._react is not None
+        reactions = await self._react(events, actor, StoreReader(conn), depth)
+        for reaction in reactions:
+            if not reaction.changes:
+                continue
+            if depth + 1 >= MAX_REACTION_DEPTH:
+                log.warning(
+                    "rule_depth_exceeded",
+                    rule=reaction.rule,
+                    depth=depth + 1,
+                    events=[e["id"] for e in events],
+                )
+                continue
+            # A rule's changes are refused on their own: the write that fired the rule
+            # stands, and the refusal is logged for whoever configured the rule.
+            try:
+                async with conn.begin_nested():
+                    await self.apply_in(
+                        conn, reaction.changes, Actor.rule(reaction.rule), now, depth=depth + 1
+                    )
+            except (Refused, NotFound) as refused:
+                log.warning(
+                    "rule_refused",
+                    rule=reaction.rule,
+                    reasons=[r.reason for r in getattr(refused, "refusals", ())] or str(refused),
+                    events=[e["id"] for e in events],
+                )
 
     # -- step 1: what the batch names, as the actor may see it -------------------------------
 
@@ -183,4 +267,5 @@ _WRITERS: dict[type[ch.Change], Callable[[Batch, Any], Awaitable[None]]] = {
     ch.Unmerge: write_review.unmerge,
     ch.OpenViolation: write_rules.open_violations,
     ch.ResolveViolation: write_rules.resolve_violations,
+    ch.QueueNotification: write_notify.queue_notifications,
 }

@@ -383,3 +383,44 @@ class Violation(Base):
     detail: Mapped[str] = mapped_column(String(500))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column()
+
+
+class Notification(Base):
+    """A message in the notification outbox, from queued to sent (or failed, or held for
+    review when a crash left it unknown whether it went out)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index(
+            "ix_notifications_due",
+            "due_at",
+            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index(
+            "ix_notifications_sending",
+            "lease_until",
+            sqlite_where=text("state = 'sending'"),
+            postgresql_where=text("state = 'sending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    notifier: Mapped[str] = mapped_column(String(50))
+    address: Mapped[str] = mapped_column(String(320))
+    template: Mapped[str | None] = mapped_column(String(100))
+    context: Mapped[dict[str, Any]] = mapped_column()
+    event_type: Mapped[str | None] = mapped_column(String(50))
+    deal_id: Mapped[int | None] = mapped_column(Id, index=True)
+    user_id: Mapped[int | None] = mapped_column(Id)
+    queued_by: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    due_at: Mapped[datetime] = mapped_column()
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
