@@ -222,6 +222,43 @@ CONTACT_FIELDS = (
 )
 
 
+# Who a notification goes to: the deal's owner, every head of sales, a user by email, or
+# a named destination a notifier knows (a Telegram group chat, a webhook endpoint).
+_RECIPIENT = re.compile(r"^(owner|head|admin|user:[^@\s]+@[^@\s]+|chat:[\w\-]+)$")
+
+
+def check_recipients(value: list[str]) -> list[str]:
+    for item in value:
+        if not _RECIPIENT.match(item):
+            raise ValueError(
+                f"{item!r} is not a recipient (owner, head, admin, user:EMAIL or chat:NAME)"
+            )
+    return value
+
+
+class StageAction(Section):
+    """One thing done when a deal enters its stage (by any path: API, CLI, a rule...)."""
+
+    close_tasks: bool = False  # complete the deal's open tasks (the stage's work is over)
+    task: str | None = None  # create a task with this title for the deal's owner
+    # The new task is due this long after entering, counted in the owner's working time.
+    due: Duration = timedelta(days=1)
+    notify: list[str] = []  # owner, head, admin, user:EMAIL, chat:NAME
+    via: list[str] | None = None  # notifiers to use; none: every one that can reach them
+    template: str = "stage_entered"  # hub/templates/notifications/NAME.j2
+
+    @field_validator("notify")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return check_recipients(value)
+
+    @model_validator(mode="after")
+    def _does_something(self) -> StageAction:
+        if not (self.close_tasks or self.task or self.notify):
+            raise ValueError("an action needs close_tasks = true, task = \"...\" or notify = [...]")
+        return self
+
+
 class Stage(Section):
     key: str = Field(pattern=r"^[a-z0-9_\-]+$")
     name: str
@@ -230,6 +267,7 @@ class Stage(Section):
     contact_within: Duration | None = None
     time_limit: Duration | None = None
     required_fields: list[str] = []
+    on_enter: list[StageAction] = []
 
     @field_validator("required_fields")
     @classmethod

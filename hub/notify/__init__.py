@@ -50,10 +50,13 @@ class Message:
     address: str  # chat id, email address, endpoint name: what the notifier resolved
     subject: str  # one line
     text: str  # plain text
-    html: str  # HTML (for Telegram: its HTML subset; for email: the HTML part)
+    html: str  # a full HTML body (email's HTML part)
     link: str | None  # the deal's page, where there is one
     event_type: str | None  # the domain event that caused it ("deal.lost"), if any
     data: dict[str, Any] = field(default_factory=dict)  # the JSON a webhook posts
+    # Every block the template rendered, for a notifier with a format of its own:
+    # "telegram" (Telegram's HTML subset: b, i, u, s, a, code, pre, blockquote; no <br>).
+    blocks: dict[str, str] = field(default_factory=dict)
     attempt: int = 1
     created_at: datetime | None = None
 
