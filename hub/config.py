@@ -178,6 +178,17 @@ class ApiSection(Section):
 
 
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def check_hours(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    value = value.replace(" ", "")
+    if not _HOURS.match(value):
+        raise ValueError(f"{name} {value!r}: write it as 09:00-18:00")
+    return value
+
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -196,6 +207,14 @@ class User(Section):
         WEEKDAYS[:5]
     )
     max_open_deals: int | None = Field(None, ge=1)  # skipped by round-robin at this many
+    # Notifications to this user wait until these hours end, in their timezone ("21:00-09:00");
+    # none: [notifications] quiet_hours.
+    quiet_hours: str | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        return check_hours(value, "quiet_hours")
 
     @field_validator("working_hours")
     @classmethod
@@ -255,7 +274,7 @@ class StageAction(Section):
     @model_validator(mode="after")
     def _does_something(self) -> StageAction:
         if not (self.close_tasks or self.task or self.notify):
-            raise ValueError("an action needs close_tasks = true, task = \"...\" or notify = [...]")
+            raise ValueError('an action needs close_tasks = true, task = "..." or notify = [...]')
         return self
 
 
@@ -389,6 +408,28 @@ class MatchingSection(Section):
         return self
 
 
+class NotificationsSection(Section):
+    """How the notification outbox is delivered (the notifiers are plugins)."""
+
+    # Where a notification's link points; {id} is the deal's id.
+    deal_url: str = "http://127.0.0.1:8080/api/v1/deals/{id}"
+    # Hours when notifications to people wait (in each user's timezone): "21:00-09:00".
+    # Chats and webhooks are not held. A user's own quiet_hours wins.
+    quiet_hours: str | None = None
+    # Templates here override the built-in ones of the same name (NAME.j2); relative to
+    # the config file's folder.
+    templates_dir: str | None = None
+    # How often the sender looks for due notifications when nothing woke it.
+    poll_every: Duration = timedelta(seconds=2)
+    # A send not finished this long after it was claimed is taken as cut off by a crash.
+    lease: Duration = timedelta(seconds=60)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        return check_hours(value, "quiet_hours")
+
+
 class RulesSection(Section):
     """When the rules engine's jobs run."""
 
@@ -445,6 +486,7 @@ class Settings(BaseSettings):
     matching: MatchingSection = MatchingSection()
     assignment: AssignmentSection = AssignmentSection()
     rules: RulesSection = RulesSection()
+    notifications: NotificationsSection = NotificationsSection()
     plugins: dict[str, dict[str, Any]] = {}
 
     # Where the file was read from; relative paths in it are resolved against its folder.

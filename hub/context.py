@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import events, scheduler
 from hub.attachments import Attachments
 from hub.audit import run_audits
-from hub.config import Settings
+from hub.config import ConfigError, Settings
 from hub.deals import Actor, Change, DealWriter, Reaction, Refusal, StoreReader
 from hub.domain.lead import Lead
 from hub.intake import Intake, Worker
 from hub.leads import LeadPipeline
 from hub.metrics import Metrics
+from hub.notify import Notifier
+from hub.notify.queue import Notifications
 from hub.plugins import PluginHost, PluginRecord, await_me_maybe
 from hub.store import Store
 from hub.store.models import InboxEvent
@@ -61,6 +63,11 @@ class PluginView:
     def catalog(self) -> Catalog | None:
         return self._hub.catalog
 
+    @property
+    def notifications(self) -> Notifications:
+        """Turns "tell the owner" into outbox rows (hand them to ``deals`` with their cause)."""
+        return self._hub.notifications
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[StoreReader]:
         """A read-only connection: ``await reader.execute(select(...))``."""
@@ -92,6 +99,8 @@ class Hub:
         self.view = PluginView(self)  # what plugins get as ``hub``
         self.plugins.configure(self.view)  # type: ignore[arg-type]
         self.catalog: Catalog | None = None
+        self.notifiers: dict[str, Notifier] = {}
+        self.notifications = Notifications(settings, lambda: self.notifiers, lambda: self.catalog)
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
         reacts = bool(self.plugins.pm.hook.hub_react.get_hookimpls())
         self.deals = DealWriter(
@@ -162,6 +171,17 @@ class Hub:
                 reactions.append(reaction)
         return reactions
 
+    def _collect_notifiers(self) -> dict[str, Notifier]:
+        found: dict[str, Notifier] = {}
+        for notifiers in self.plugins.pm.hook.hub_notifiers(hub=self.view):
+            for notifier in notifiers or ():
+                if not isinstance(notifier, Notifier):
+                    raise TypeError(f"hub_notifiers returned {notifier!r}, not a Notifier")
+                if notifier.name in found:
+                    raise ConfigError(f"two plugins deliver through notifier {notifier.name!r}")
+                found[notifier.name] = notifier
+        return found
+
     def matchers(self) -> list[Any]:
         """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""
         return [
@@ -176,6 +196,7 @@ class Hub:
         await self.store.upgrade()
         async with self.store.write() as conn:
             self.catalog = await sync_config(conn, self.settings)
+        self.notifiers = self._collect_notifiers()
         await self.intake.start()
         pipeline = LeadPipeline(
             self.catalog, self.settings, self.reserve, self.deals, self.matchers()

@@ -132,12 +132,16 @@ class Catalog:
     default: str
     stages_by_id: dict[int, StageInfo] = field(default_factory=dict)
     pipelines_by_id: dict[int, PipelineInfo] = field(default_factory=dict)
+    # The store's user ids of the configured users (by email), and back.
+    user_ids: dict[str, int] = field(default_factory=dict)
+    user_emails: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for pipeline in self.pipelines.values():
             self.pipelines_by_id[pipeline.id] = pipeline
             for stage in pipeline.stages.values():
                 self.stages_by_id[stage.id] = stage
+        self.user_emails = {user_id: email for email, user_id in self.user_ids.items()}
 
 
 async def sync_config(conn: AsyncConnection, settings: Settings) -> Catalog:
@@ -265,7 +269,9 @@ async def load_catalog(conn: AsyncConnection, settings: Settings) -> Catalog:
             contact_within=_delta(row["contact_within_s"]),
             time_limit=_delta(row["time_limit_s"]),
         )
-    return Catalog(pipelines=infos, default=settings.default_pipeline)
+    users = User.__table__
+    user_ids = dict((await conn.execute(select(users.c.email, users.c.id))).all())
+    return Catalog(pipelines=infos, default=settings.default_pipeline, user_ids=user_ids)
 
 
 def _seconds(value: timedelta | None) -> int | None:
