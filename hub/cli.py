@@ -204,6 +204,7 @@ def _register() -> None:
         imports,
         inbox,
         notes,
+        notifications,
         rules,
         tasks,
         users,
@@ -214,6 +215,7 @@ def _register() -> None:
     main.add_command(notes.notes)
     main.add_command(rules.rules)
     main.add_command(inbox.inbox)
+    main.add_command(notifications.notifications)
     main.add_command(users.users)
     main.add_command(contacts.contacts)
     main.add_command(companies.companies)

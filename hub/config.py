@@ -556,6 +556,16 @@ class Settings(BaseSettings):
         return path
 
     @property
+    def notification_templates_path(self) -> Path | None:
+        folder = self.notifications.templates_dir
+        if folder is None:
+            return None
+        path = Path(folder)
+        if not path.is_absolute() and self.config_path is not None:
+            path = self.config_path.parent / path
+        return path
+
+    @property
     def store_url(self) -> str:
         """The store URL with a relative SQLite path resolved against the config's folder."""
         url = self.store.url

@@ -23,6 +23,8 @@ from hub.leads import LeadPipeline
 from hub.metrics import Metrics
 from hub.notify import Notifier
 from hub.notify.queue import Notifications
+from hub.notify.sender import Sender
+from hub.notify.templates import Templates
 from hub.plugins import PluginHost, PluginRecord, await_me_maybe
 from hub.store import Store
 from hub.store.models import InboxEvent
@@ -100,6 +102,8 @@ class Hub:
         self.plugins.configure(self.view)  # type: ignore[arg-type]
         self.catalog: Catalog | None = None
         self.notifiers: dict[str, Notifier] = {}
+        self.templates = Templates(settings.notification_templates_path)
+        self.sender: Sender | None = None
         self.notifications = Notifications(settings, lambda: self.notifiers, lambda: self.catalog)
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
         reacts = bool(self.plugins.pm.hook.hub_react.get_hookimpls())
@@ -211,13 +215,24 @@ class Hub:
                     self.parse_lead,
                     self.metrics,
                     name=f"worker-{index}",
-                    on_commit=self.events_written.set,
+                    on_commit=self._committed,
                 )
                 self.workers.append(worker)
                 self._worker_tasks.append(
                     asyncio.create_task(worker.run(self.intake), name=worker.name)
                 )
         await self.plugins.start(self.view, self._plugin_extra_tasks)  # type: ignore[arg-type]
+        if self.start_workers and self.notifiers:
+            self.sender = Sender(
+                self.store,
+                self.notifiers,
+                self.templates,
+                self.settings.notifications,
+                self.metrics,
+            )
+            self._worker_tasks.append(
+                asyncio.create_task(self.sender.run(), name="notification-sender")
+            )
         every = self.settings.rules.audit_every
         audits = self.plugins.pm.hook.hub_audits.get_hookimpls()
         if self.start_workers and audits and every.total_seconds() > 0:
@@ -235,6 +250,11 @@ class Hub:
             plugins=[r.name for r in self.plugins.active()],
         )
 
+    def _committed(self) -> None:
+        self.events_written.set()
+        if self.sender is not None:
+            self.sender.wake.set()
+
     def _plugin_extra_tasks(self, record: PluginRecord) -> dict[str, Any]:
         if self.plugins.implements(record, "hub_domain_event"):
             return {"domain-events": lambda: events.deliver(self, record)}
@@ -247,8 +267,10 @@ class Hub:
         for worker in self.workers:
             worker.stop()
         self.intake.new_events.set()
+        if self.sender is not None:
+            self.sender.stop()  # sends in flight are cut off; their leases resolve them
         for task in self._worker_tasks:
-            if task.get_name() == "audit-schedule":
+            if task.get_name() in ("audit-schedule", "notification-sender"):
                 task.cancel()  # a job is cut short; its slot was claimed, its changes atomic
         if self._worker_tasks:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)

@@ -62,6 +62,12 @@ class Metrics:
             "Time workers left the CPU to a burst of incoming leads",
             registry=r,
         )
+        self.notifications = Counter(
+            "hub_notifications_total",
+            "Notification sends by notifier and outcome (sent, retry, failed, review)",
+            ["notifier", "outcome"],
+            registry=r,
+        )
         self.plugin_up = Gauge(
             "hub_plugin_running", "1 when the plugin is running", ["plugin"], registry=r
         )
