@@ -242,6 +242,15 @@ class Hub:
                     name="audit-schedule",
                 )
             )
+        if self.start_workers:
+            for jobs in self.plugins.pm.hook.hub_jobs(hub=self.view):
+                for job in jobs or ():
+                    self._worker_tasks.append(
+                        asyncio.create_task(
+                            scheduler.run_job(self.store, job, self.settings.hub.timezone),
+                            name=f"job-{job.name}",
+                        )
+                    )
         self.ready = True
         log.info(
             "hub_started",
@@ -270,7 +279,9 @@ class Hub:
         if self.sender is not None:
             self.sender.stop()  # sends in flight are cut off; their leases resolve them
         for task in self._worker_tasks:
-            if task.get_name() in ("audit-schedule", "notification-sender"):
+            if task.get_name() in ("audit-schedule", "notification-sender") or (
+                task.get_name().startswith("job-")
+            ):
                 task.cancel()  # a job is cut short; its slot was claimed, its changes atomic
         if self._worker_tasks:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from hub.deals import Actor, Change, Reaction, Refusal, StoreReader
     from hub.domain.lead import Lead
     from hub.notify import Notifier
+    from hub.scheduler import Job
 
 PROJECT = "crm_hub"
 
@@ -184,4 +185,15 @@ def hub_notifiers(hub: Hub) -> list[Notifier] | None:
 
     Called once at start-up. A notifier's ``name`` is what rules write in ``via``;
     the hub's sender delivers the outbox's rows through it (see :mod:`hub.notify`).
+    """
+
+
+@hookspec
+def hub_jobs(hub: Hub) -> list[Job] | None:
+    """Return jobs to run on a schedule (:class:`hub.scheduler.Job`): every N minutes, or
+    daily at a local time (a digest at 09:00 Moscow time).
+
+    Called once at start-up. With several hub processes on one store exactly one runs
+    each slot of each job; a slot missed while the hub was down runs once at start-up.
+    A job changes the store through ``hub.deals`` like anything else.
     """
