@@ -54,7 +54,7 @@ class TelegramConfig(BaseModel):
                 chat = str(chat).strip()
             if not isinstance(chat, str) or not CHAT.match(chat):
                 raise ValueError(
-                    f"chats.{name}: {chat!r} is not a chat id (a number such as "
+                    f"{name} = {chat!r} is not a chat id (a number such as "
                     "-1001234567890, or @channelname)"
                 )
             chats[name] = chat
