@@ -209,8 +209,8 @@ class PluginHost:
                 errors.append(format_validation_error(error, f"plugins.{name}."))
                 continue
             record.enabled = bool(enabled) and record.factory is not None
-            if record.factory is None:
-                continue
+            if record.factory is None or (not record.enabled and name not in sections):
+                continue  # installed, not configured: nothing to check (a token it needs...)
             model = getattr(record.factory, "Config", None)
             try:
                 record.config = (
