@@ -131,7 +131,7 @@ def sender(hub: Hub) -> Any:
     return Sender(hub.store, hub.notifiers, hub.templates, hub.settings.notifications, hub.metrics)
 
 
-async def test_a_new_deal_queues_its_owners_notification_in_the_same_transaction(
+async def test_hook_hub_react_queues_a_new_deals_notification_in_the_same_transaction(
     store_url, templates
 ):
     hub = await started(store_url, templates)
