@@ -663,6 +663,11 @@ def is_loopback(host: str) -> bool:
         return False  # a name, "" or "0.0.0.0"-like: assume it is reachable from outside
 
 
+class Credential(SecretStr):
+    """A secret the hub presents to another service (an SMTP password, a bot token): kept out
+    of logs like any secret, but its length is that service's business, not the hub's."""
+
+
 def weak_secrets(secrets: Iterable[tuple[str, SecretStr]]) -> list[str]:
     """One line per secret that is still an example value or too short to guess at."""
     problems = []
@@ -671,10 +676,12 @@ def weak_secrets(secrets: Iterable[tuple[str, SecretStr]]) -> list[str]:
         hint = "" if "[" in key else f" (e.g. {ENV_PREFIX}{key.upper().replace('.', '__')})"
         if value.strip().lower().startswith(EXAMPLE_SECRET):
             problems.append(
-                f"{key}: still the example value; set a secret of {MIN_EXPOSED_SECRET} or more "
-                f"characters{hint}"
+                f"{key}: still the example value; set a real one{hint}"
+                if isinstance(secret, Credential)
+                else f"{key}: still the example value; set a secret of {MIN_EXPOSED_SECRET} or "
+                f"more characters{hint}"
             )
-        elif len(value) < MIN_EXPOSED_SECRET:
+        elif len(value) < MIN_EXPOSED_SECRET and not isinstance(secret, Credential):
             problems.append(
                 f"{key}: {len(value)} characters is too short to listen beyond this machine; "
                 f"use {MIN_EXPOSED_SECRET} or more{hint}"

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from hub.config import Duration
+from hub.config import Credential, Duration
 
 # What @BotFather gives: the bot's id, a colon, then letters, digits, "_" and "-". The token
 # goes into the path of every request, so nothing else may be in it.
@@ -19,7 +19,7 @@ CHAT = re.compile(r"^(?:-?\d+|@[A-Za-z0-9_]{4,})$")
 class TelegramConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    token: SecretStr  # from @BotFather; or HUB__PLUGINS__TELEGRAM__TOKEN
+    token: Credential  # from @BotFather; or HUB__PLUGINS__TELEGRAM__TOKEN
     api_url: str = "https://api.telegram.org"  # or a local Bot API server
     # Named chats, for recipients written "chat:NAME": NAME -> chat id or @channel.
     chats: dict[str, str] = {}
