@@ -214,7 +214,9 @@ class PluginHost:
             model = getattr(record.factory, "Config", None)
             try:
                 record.config = (
-                    model.model_validate(raw, context={"settings": self.settings})
+                    model.model_validate(
+                        raw, context={"settings": self.settings, "enabled": record.enabled}
+                    )
                     if model is not None
                     else None
                 )

@@ -63,6 +63,14 @@ class PagerPlugin:
         return [self.pager]
 
 
+# The example pipelines with their stages' on_enter actions taken out, for tests of triggers
+# alone.
+WITHOUT_STAGE_ACTIONS = {
+    key: {**p, "stages": [{k: v for k, v in s.items() if k != "on_enter"} for s in p["stages"]]}
+    for key, p in EXAMPLE["pipelines"].items()
+}
+
+
 def trigger_settings(url: str, *rules: dict[str, Any], pipelines: Any = None) -> Any:
     users = [{**TEAM[0], **MOSCOW_HOURS}, *TEAM[1:]]
     return make_settings(
@@ -325,6 +333,7 @@ async def test_a_trigger_closes_open_tasks_sets_fields_and_moves_the_deal(store_
             "on": "deal.lost",
             "actions": [{"close_tasks": True}],
         },
+        pipelines=WITHOUT_STAGE_ACTIONS,
     )
     try:
         referred = await a_deal(hub, source="От клиента")
@@ -610,7 +619,7 @@ async def test_the_head_receives_the_lost_deal_in_russian_through_the_notifier(s
 
 
 def test_with_no_triggers_and_no_stage_actions_the_writer_asks_no_rules(sqlite_url):
-    idle = built(trigger_settings(sqlite_url))
+    idle = built(trigger_settings(sqlite_url, pipelines=WITHOUT_STAGE_ACTIONS))
     assert idle.plugins.pm.get_plugin("triggers") is not None
     assert idle.deals._react is None
     busy = built(trigger_settings(sqlite_url, LOST_TO_COMPETITOR))

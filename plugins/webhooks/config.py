@@ -97,7 +97,8 @@ class Endpoint(BaseModel):
             )
         settings = (info.context or {}).get("settings")
         if (
-            key.startswith(EXAMPLE_SECRET)
+            (info.context or {}).get("enabled", True)  # a switched-off plugin's example is fine
+            and key.startswith(EXAMPLE_SECRET)
             and isinstance(settings, Settings)
             and not is_loopback(settings.hub.host)
         ):

@@ -9,9 +9,6 @@ from hub.app import build_app
 from hub.config import load_settings
 from hub.context import Hub
 from hub.plugins import PluginHost
-from plugins.webforms import WebForms
-from rules.audits import HygieneAudits
-from rules.stage_rules import StageRules
 from tests.conftest import ROOT, wait_for
 
 
@@ -51,15 +48,7 @@ async def test_the_example_form_posted_by_a_browser_creates_a_deal(
     settings = load_settings(ROOT / "config.example.toml")
     hub = Hub(
         settings,
-        plugins=PluginHost(
-            settings,
-            load_entry_points=False,
-            extra={
-                "webforms": WebForms,
-                "stage_rules": StageRules,
-                "hygiene_audits": HygieneAudits,
-            },
-        ),
+        plugins=PluginHost(settings),  # the installed plugins, as `hub run` finds them
     )
     client = await aiohttp_client(build_app(hub))
     # A page opened from disk posts with Origin "null"; a browser asks for HTML.
