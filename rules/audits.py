@@ -9,8 +9,10 @@
 - ``skipped_stage``: stage history that jumped over stages (imported or overridden data
   aside: a jump the pipeline allows, or one skipped with a reason, is not reported).
 
-Each audit is one or two queries over the whole store, never a loop over records
-in Python; the hub keeps what they find as violations (:mod:`hub.audit`).
+Each audit is one query over the whole store, never a loop over records in Python,
+handed to the hub as a SELECT (:class:`hub.audit.Found`): the store compares it with
+the open violations, so only what changed comes back (:mod:`hub.audit`). Contact
+cadence counts the owner's working time (:mod:`hub.worktime`), not the clock.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 
 from hub import lights
-from hub.audit import Finding
+from hub.audit import Finding, Found
 from hub.deals import StoreReader
 from hub.hookspecs import hookimpl
-from hub.store.models import Contact, ContactPoint, Deal, Stage, StageChange, Task
+from hub.store.models import Activity, Contact, ContactPoint, Deal, Stage, StageChange, Task
+from hub.worktime import Team
 
 TEXTS = tomllib.loads((Path(__file__).with_name("templates") / "audits.toml").read_text())
 RULES = (
@@ -44,7 +47,7 @@ RULES = (
     "skipped_stage",
 )
 
-Find = Callable[[StoreReader, datetime, Any], Awaitable[list[Finding]]]
+Find = Callable[[StoreReader, datetime, Any], Awaitable[list[Finding] | Found]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,90 +86,113 @@ class HygieneAudits:
         return [a for a in every if a.name not in self.config.skip]
 
 
-def _open_deals() -> Any:
-    return select(Deal.id, Deal.owner_id, Deal.stage_id).where(Deal.status == "open")
+def _deals(rule: str, condition: Any, hub: Any, **values: Any) -> Found:
+    """The open deals where ``condition`` holds; the text depends on the stage only."""
+    details: dict[int, str] = {}
 
-
-async def _deals(
-    store: StoreReader, rule: str, severity: str, condition: Any, hub: Any, **values: Any
-) -> list[Finding]:
-    rows = await store.execute(_open_deals().where(condition))
-    details: dict[int, str] = {}  # the text depends on the stage only: made once per stage
-    out = []
-    for deal_id, owner_id, stage_id in rows:
-        detail = details.get(stage_id)
-        if detail is None:
+    def detail(row: Any) -> str:
+        stage_id = row[2]
+        if stage_id not in details:
             stage = hub.catalog.stages_by_id.get(stage_id) if hub.catalog else None
-            detail = details[stage_id] = TEXTS[rule].format(
+            details[stage_id] = TEXTS[rule].format(
                 stage=stage.name if stage else "?",
                 limit=lights.duration(stage.time_limit if stage else None),
                 within=lights.duration(stage.contact_within if stage else None),
                 **values,
             )
-        out.append(Finding(rule, "deal", deal_id, owner_id, detail, severity))
-    return out
+        return details[stage_id]
 
-
-async def _no_task(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
-    open_task = exists().where(Task.deal_id == Deal.id, Task.done_at.is_(None))
-    return await _deals(store, "no_task", "red", ~open_task, hub)
-
-
-async def _overdue_task(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
-    zone = ZoneInfo(hub.settings.hub.timezone)
-    rows = await store.execute(
-        select(Task.id, Task.owner_id, Task.title, Task.due_at).where(
-            Task.done_at.is_(None), Task.due_at < now
-        )
+    statement = select(Deal.id, Deal.owner_id, Deal.stage_id).where(
+        Deal.status == "open", condition
     )
+    return Found("deal", statement, detail)
+
+
+async def _no_task(store: StoreReader, now: datetime, hub: Any) -> Found:
+    open_task = exists().where(Task.deal_id == Deal.id, Task.done_at.is_(None))
+    return _deals("no_task", ~open_task, hub)
+
+
+async def _overdue_task(store: StoreReader, now: datetime, hub: Any) -> Found:
+    zone = ZoneInfo(hub.settings.hub.timezone)
     text = TEXTS["overdue_task"]
-    out = []
-    for task_id, owner_id, title, due in rows:
-        local = due.astimezone(zone)
+
+    def detail(row: Any) -> str:
+        local = row.due_at.astimezone(zone)
         # f-string fields, not strftime: tens of thousands of overdue tasks in a dirty store
         when = f"{local.day:02}.{local.month:02}.{local.year} {local.hour:02}:{local.minute:02}"
-        out.append(
-            Finding("overdue_task", "task", task_id, owner_id, text.format(title=title, due=when))
-        )
-    return out
+        return text.format(title=row.title, due=when)
+
+    statement = select(Task.id, Task.owner_id, Task.title, Task.due_at).where(
+        Task.done_at.is_(None), Task.due_at < now
+    )
+    return Found("task", statement, detail, run_once=False)
 
 
-async def _stage_expired(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
+async def _stage_expired(store: StoreReader, now: datetime, hub: Any) -> Found:
     found = lights.conditions(hub.catalog, now, hub.settings.hub.timezone)
-    return await _deals(store, "stage_expired", "red", found["expired"], hub)
+    return _deals("stage_expired", found["expired"], hub)
 
 
-async def _cadence_broken(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
-    found = lights.conditions(hub.catalog, now, hub.settings.hub.timezone)
-    return await _deals(store, "cadence_broken", "red", found["cadence"], hub)
+async def _cadence_broken(store: StoreReader, now: datetime, hub: Any) -> Found:
+    team = await Team.load(store, hub.settings)
+    return _deals("cadence_broken", cadence_broken(hub.catalog, team, now), hub)
 
 
-async def _deal_no_segment(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
+def cadence_broken(catalog: Any, team: Team, now: datetime) -> ColumnElement[bool]:
+    """Open deals with no call, email or meeting within their stage's cadence, counted in
+    the owner's working time: a deal last called on Friday evening keeps a one-day cadence
+    over the weekend.
+
+    Working time passed since an instant only shrinks as the instant moves on, so each
+    owner's schedule has one cut-off per stage (:meth:`WorkingTime.since`): a deal is
+    broken when it entered its stage, and was last contacted, before its cut-off. The
+    whole check stays one SQL condition, with a branch per distinct schedule.
+    """
+    schedules = team.schedules()
+    someone = [owner_id for owners in schedules.values() for owner_id in owners]
+    by_default = or_(Deal.owner_id.is_(None), Deal.owner_id.not_in(someone)) if someone else true()
+    branches = []
+    for stage in catalog.stages_by_id.values() if catalog else []:
+        if stage.kind != "open" or not stage.contact_within:
+            continue
+        who = [(team.default, by_default)]
+        who += [(hours, Deal.owner_id.in_(owners)) for hours, owners in schedules.items()]
+        for hours, owners in who:
+            since = hours.since(now, stage.contact_within)
+            contacted = exists().where(
+                Activity.deal_id == Deal.id,
+                Activity.kind.in_(lights.CONTACTS),
+                Activity.occurred_at >= since,
+            )
+            branches.append(
+                and_(Deal.stage_id == stage.id, owners, Deal.stage_entered_at < since, ~contacted)
+            )
+    return or_(*branches) if branches else false()
+
+
+async def _deal_no_segment(store: StoreReader, now: datetime, hub: Any) -> Found:
     blank = or_(Deal.segment.is_(None), Deal.segment == "")
-    return await _deals(store, "deal_no_segment", "yellow", blank, hub)
+    return _deals("deal_no_segment", blank, hub)
 
 
-async def _contact_no_segment(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
-    rows = await store.execute(
-        select(Contact.id, Contact.owner_id).where(
-            or_(Contact.segment.is_(None), Contact.segment == "")
-        )
-    )
+async def _contact_no_segment(store: StoreReader, now: datetime, hub: Any) -> Found:
     text = TEXTS["contact_no_segment"]
-    return [Finding("contact_no_segment", "contact", i, o, text, "yellow") for i, o in rows]
-
-
-async def _no_points(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
-    rows = await store.execute(
-        select(Contact.id, Contact.owner_id).where(
-            ~exists().where(ContactPoint.contact_id == Contact.id)
-        )
+    statement = select(Contact.id, Contact.owner_id).where(
+        or_(Contact.segment.is_(None), Contact.segment == "")
     )
+    return Found("contact", statement, lambda row: text)
+
+
+async def _no_points(store: StoreReader, now: datetime, hub: Any) -> Found:
     text = TEXTS["no_points"]
-    return [Finding("no_points", "contact", i, o, text, "yellow") for i, o in rows]
+    statement = select(Contact.id, Contact.owner_id).where(
+        ~exists().where(ContactPoint.contact_id == Contact.id)
+    )
+    return Found("contact", statement, lambda row: text)
 
 
-async def _skipped_stage(store: StoreReader, now: datetime, hub: Any) -> list[Finding]:
+async def _skipped_stage(store: StoreReader, now: datetime, hub: Any) -> Found:
     source = Stage.__table__.alias("source")
     target = Stage.__table__.alias("target")
     # Open stages between the two, in the same pipeline: what the move jumped over.
@@ -181,15 +207,20 @@ async def _skipped_stage(store: StoreReader, now: datetime, hub: Any) -> list[Fi
         )
         .scalar_subquery()
     )
-    rows = await store.execute(
+    # Jumps the pipeline allows ([pipelines.<key>] jumps) are not reported.
+    allowed = [
+        and_(Deal.pipeline_id == pipeline.id, source.c.key == jump, target.c.key.in_(to))
+        for pipeline in (hub.catalog.pipelines.values() if hub.catalog else [])
+        if (configured := hub.settings.pipelines.get(pipeline.key)) is not None
+        for jump, to in configured.jumps.items()
+        if to
+    ]
+    statement = (
         select(
             StageChange.id,
             Deal.owner_id,
-            Deal.pipeline_id,
-            source.c.key,
-            source.c.name,
-            target.c.key,
-            target.c.name,
+            source.c.name.label("source"),
+            target.c.name.label("target"),
         )
         .join(source, source.c.id == StageChange.from_stage_id)
         .join(target, target.c.id == StageChange.to_stage_id)
@@ -199,14 +230,10 @@ async def _skipped_stage(store: StoreReader, now: datetime, hub: Any) -> list[Fi
             target.c.kind != "lost",
             target.c.position > source.c.position,
             between > 0,
+            ~or_(*allowed) if allowed else true(),
         )
     )
-    pipelines = {p.id: p.key for p in hub.catalog.pipelines.values()} if hub.catalog else {}
-    out = []
-    for change_id, owner_id, pipeline_id, from_key, from_name, to_key, to_name in rows:
-        configured = hub.settings.pipelines.get(pipelines.get(pipeline_id, ""))
-        if configured is not None and to_key in configured.jumps.get(from_key, []):
-            continue
-        detail = TEXTS["skipped_stage"].format(source=from_name, target=to_name)
-        out.append(Finding("skipped_stage", "stage_change", change_id, owner_id, detail, "yellow"))
-    return out
+    text = TEXTS["skipped_stage"]
+    return Found(
+        "stage_change", statement, lambda row: text.format(source=row.source, target=row.target)
+    )

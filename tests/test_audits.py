@@ -3,18 +3,22 @@ its age, and cleared when fixed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hub.audit import run_audits
+from hub.audit import Finding, run_audits
 from hub.cli import main
+from hub.config import User
 from hub.context import Hub
 from hub.deals import SYSTEM
 from hub.deals import changes as ch
-from hub.store.models import DomainEvent, Violation
+from hub.hookspecs import hookimpl
+from hub.store.models import Deal, DomainEvent, Violation
 from hub.store.types import utcnow
 from rules.audits import HygieneAudits
 from tests.conftest import make_hub
@@ -22,9 +26,14 @@ from tests.test_cli import config, seed  # noqa: F401  (the fixture)
 from tests.test_stage_rules import a_deal, example_settings
 
 
-async def audited(store_url: str) -> Hub:
+async def audited(store_url: str, **anna: Any) -> Hub:
+    """A hub with the built-in audits; ``anna`` overrides fields of anna's user entry."""
     settings = example_settings(store_url)
     settings.plugins = {"webforms": settings.plugins["webforms"], "hygiene_audits": {}}
+    settings.users = [
+        User(**{**u.model_dump(), **anna}) if u.email == "anna@example.com" else u
+        for u in settings.users
+    ]
     settings.rules.audit_every = timedelta(0)  # the test runs the audits itself
     hub = make_hub(settings, extra={"hygiene_audits": HygieneAudits})
     await hub.start()
@@ -146,3 +155,127 @@ async def test_a_scheduled_job_runs_once_per_slot_across_processes_and_once_afte
     finally:
         await one.close()
         await two.close()
+
+
+def next_weekday(weekday: int, at: time, zone: str) -> datetime:
+    """The first such day and time at least two days ahead: after any deal a test creates now."""
+    day = (utcnow() + timedelta(days=2)).astimezone(ZoneInfo(zone)).date()
+    while day.weekday() != weekday:
+        day += timedelta(days=1)
+    return datetime.combine(day, at, ZoneInfo(zone))
+
+
+async def a_call(hub: Hub, deal: int, when: datetime) -> None:
+    call = ch.LogActivity(activity="call", summary="Звонок", deal=deal, occurred_at=when)
+    await hub.deals.apply([call], SYSTEM)
+
+
+async def test_a_friday_evening_call_keeps_a_one_day_cadence_over_the_weekend(store_url):
+    hub = await audited(store_url, timezone="Europe/Moscow", working_hours="09:00-18:00")
+    try:
+        deal = await a_deal(hub, segment="Розница")  # stage "new": a call within 1d
+        friday = next_weekday(4, time(17), "Europe/Moscow")
+        await a_call(hub, deal, friday)
+        broken = ("cadence_broken", "deal", deal)
+
+        await run_audits(hub, friday + timedelta(hours=43))  # Sunday noon
+        assert broken not in await open_violations(hub)
+        await run_audits(hub, friday + timedelta(days=3, minutes=-30))  # Monday 16:30
+        assert broken not in await open_violations(hub)
+        await run_audits(hub, friday + timedelta(days=3, minutes=30))  # Monday 17:30
+        assert broken in await open_violations(hub)
+        (event,) = [e for e in await events(hub, "rule.violated") if e["rule"] == "cadence_broken"]
+        assert (
+            event["detail"] == "нет звонка, письма или встречи дольше, чем 1 дн. рабочего времени "
+            "(этап «Новая сделка»)"
+        )
+
+        await a_call(hub, deal, friday + timedelta(days=3, minutes=40))
+        cleared = await run_audits(hub, friday + timedelta(days=3, hours=1))
+        assert broken not in await open_violations(hub)
+        assert cleared.resolved >= 1
+    finally:
+        await hub.stop()
+
+
+async def test_cadence_counts_the_owners_own_timezone_and_hours(store_url):
+    # Anna works 10:00-14:00 in Vladivostok (UTC+10), the hub is in Moscow (UTC+3):
+    # her working day is four hours long, and it ends while Moscow sleeps.
+    hub = await audited(store_url, timezone="Asia/Vladivostok", working_hours="10:00-14:00")
+    try:
+        deal = await a_deal(hub, segment="Розница")
+        friday = next_weekday(4, time(13), "Asia/Vladivostok")
+        await a_call(hub, deal, friday)
+        broken = ("cadence_broken", "deal", deal)
+
+        # Monday 11:30 in Vladivostok: 70 clock hours, but 2.5 of her working hours. Counted
+        # in Moscow's 10:00-14:00 the call (06:00 there) would have been due on Friday.
+        await run_audits(hub, friday + timedelta(days=3, hours=-1, minutes=-30))
+        assert broken not in await open_violations(hub)
+        # Monday 13:30: a whole working day of hers passed.
+        await run_audits(hub, friday + timedelta(days=3, minutes=30))
+        assert broken in await open_violations(hub)
+    finally:
+        await hub.stop()
+
+
+async def test_owners_without_working_hours_keep_their_cadence_over_days_off(store_url):
+    # No working_hours: whole working days (Monday to Friday by default) count.
+    hub = await audited(store_url)
+    try:
+        deal = await a_deal(hub, segment="Розница")
+        friday = next_weekday(4, time(20), "Europe/Moscow")
+        await a_call(hub, deal, friday)
+        broken = ("cadence_broken", "deal", deal)
+        await run_audits(hub, friday + timedelta(days=3, hours=-1))  # Monday 19:00
+        assert broken not in await open_violations(hub)
+        await run_audits(hub, friday + timedelta(days=3, hours=1))  # Monday 21:00
+        assert broken in await open_violations(hub)
+    finally:
+        await hub.stop()
+
+
+async def test_two_audit_runs_at_once_report_each_finding_once(store_url):
+    hub = await audited(store_url)
+    try:
+        await a_deal(hub, with_task=False)
+        one, two = await asyncio.gather(run_audits(hub), run_audits(hub))
+        assert one.opened + two.opened == len(await open_violations(hub))
+        assert len(await events(hub, "rule.violated")) == len(await open_violations(hub))
+    finally:
+        await hub.stop()
+
+
+class BigDealsWithoutCompany:
+    """A third party's audit, handing back a list (``hub_audits`` in docs/plugins.md)."""
+
+    name, severity = "big_deal_no_company", "yellow"
+
+    async def find(self, store: Any, now: Any, hub: Any) -> list[Finding]:
+        rows = await store.execute(
+            select(Deal.id, Deal.owner_id).where(Deal.amount > 1_000_000, Deal.company_id.is_(None))
+        )
+        return [Finding(self.name, "deal", i, o, "крупная сделка без компании") for i, o in rows]
+
+    @hookimpl
+    def hub_audits(self) -> list[Any]:
+        return [self]
+
+
+async def test_an_audit_may_hand_back_a_list_of_findings(store_url):
+    settings = example_settings(store_url)
+    settings.plugins = {"webforms": settings.plugins["webforms"], "big_deals": {}}
+    settings.rules.audit_every = timedelta(0)
+    hub = make_hub(settings, extra={"big_deals": BigDealsWithoutCompany})
+    await hub.start()
+    try:
+        big = await a_deal(hub, amount=2_000_000)
+        await a_deal(hub, amount=10_000)
+        first = await run_audits(hub)
+        assert await open_violations(hub) == {("big_deal_no_company", "deal", big)}
+        assert (first.opened, first.open) == (1, 1)
+        await hub.deals.apply([ch.SetDealFields(deal=big, amount=900_000)], SYSTEM)
+        cleared = await run_audits(hub)
+        assert (cleared.resolved, cleared.open) == (1, 0)
+    finally:
+        await hub.stop()

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
@@ -23,7 +25,7 @@ from hub.notify import Message, Recipient, Sent
 from hub.notify.templates import Templates
 from hub.store.models import Deal, DomainEvent, Notification, Task
 from rules.stage_rules import StageRules
-from rules.triggers import Triggers
+from rules.triggers import Triggers, compile_condition
 from tests.conftest import ROOT, TEAM, make_hub, make_settings, wait_for
 from tests.test_stage_rules import a_deal
 
@@ -624,3 +626,49 @@ def test_with_no_triggers_and_no_stage_actions_the_writer_asks_no_rules(sqlite_u
     assert idle.deals._react is None
     busy = built(trigger_settings(sqlite_url, LOST_TO_COMPETITOR))
     assert busy.deals._react is not None
+
+
+CONDITIONS = [
+    'event.payload.kind == "call" && event.payload.result == "missed"',
+    'deal.amount > 100000.0 && event.payload.reason == "Дорого"',
+    'contact.city.lowerAscii() == "samara" || deal.source == "Сайт"',
+    'has(deal.segment) && deal.custom.exists(k, k == "contract_date")',
+    '"deal.amount" == event.type',
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    source=st.sampled_from(CONDITIONS),
+    amount=st.one_of(st.none(), st.floats(0, 1e7, allow_nan=False)),
+    reason=st.sampled_from(["Дорого", "Нет бюджета", None]),
+    kind=st.sampled_from(["call", "email", "form"]),
+    city=st.sampled_from(["Samara", "Москва", None]),
+    custom=st.dictionaries(st.sampled_from(["contract_date", "product"]), st.text(max_size=3)),
+)
+def test_a_condition_reads_only_its_paths_and_decides_as_on_all_variables(
+    source, amount, reason, kind, city, custom
+):
+    condition = compile_condition(source)
+    deal: dict[str, Any] = {"id": 1, "source": "Сайт", "custom": custom, "title": "Плитка"}
+    if amount is not None:
+        deal["amount"] = amount
+    contact = {"name": "Ирина"} | ({"city": city} if city else {})
+    payload = {"kind": kind, "result": "missed", "actor": {"kind": "user"}}
+    if reason is not None:
+        payload["reason"] = reason
+    variables = {
+        "event": {"id": 7, "type": "deal.lost", "payload": payload},
+        "deal": deal,
+        "contact": contact,
+    }
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except Exception as error:  # a missing key: the trigger counts it as false
+            return type(error).__name__
+
+    assert outcome(lambda: condition.holds(variables)) == outcome(
+        lambda: condition.program.execute(variables)
+    )

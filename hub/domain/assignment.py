@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.config import WEEKDAYS, AssignmentRule, Settings
+from hub.config import AssignmentRule, Settings
 from hub.domain.lead import Lead
 from hub.store.models import Deal, User
+from hub.worktime import WorkingTime
 
 ROUND_ROBIN = "assign.round_robin"
 
@@ -48,31 +48,15 @@ class Request:
 class _Manager:
     id: int
     email: str
-    zone: ZoneInfo
-    hours: tuple[time, time] | None
-    days: set[int]
+    hours: WorkingTime
     limit: int | None
     open_deals: int = 0
 
     def on_duty(self, now: datetime) -> bool:
-        local = now.astimezone(self.zone)
-        if local.weekday() not in self.days:
-            return False
-        if self.hours is None:
-            return True
-        start, end = self.hours
-        return start <= local.time() < end if end > start else True
+        return self.hours.is_working(now)
 
     def has_room(self) -> bool:
         return self.limit is None or self.open_deals < self.limit
-
-
-def _hours(text: str | None) -> tuple[time, time] | None:
-    if not text:
-        return None
-    start, end = text.split("-")
-    end_time = time(23, 59, 59) if end == "24:00" else time.fromisoformat(end)
-    return time.fromisoformat(start), end_time
 
 
 def _matches(rule: AssignmentRule, request: Request) -> bool:
@@ -106,7 +90,6 @@ class Assigner:
             )
         ).all()
         configured = {u.email: u for u in settings.users}
-        default_zone = ZoneInfo(settings.hub.timezone)
         managers = []
         for row in rows:
             if not row.active or row.role != "manager":
@@ -116,9 +99,7 @@ class Assigner:
                 _Manager(
                     id=row.id,
                     email=row.email,
-                    zone=ZoneInfo(user.timezone) if user and user.timezone else default_zone,
-                    hours=_hours(user.working_hours) if user else None,
-                    days={WEEKDAYS.index(d) for d in user.working_days} if user else set(range(7)),
+                    hours=WorkingTime.of(user, settings),
                     limit=user.max_open_deals if user else None,
                 )
             )
