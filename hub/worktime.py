@@ -192,6 +192,23 @@ class Team:
         }
         return cls(default, by_owner)
 
+    @classmethod
+    def of_catalog(cls, settings: Settings, catalog: Any) -> Team:
+        """The team from the configured users and the store's ids of them (the catalog)."""
+        default = WorkingTime.of(None, settings)
+        by_owner = {}
+        for user in settings.users:
+            user_id = catalog.user_ids.get(user.email) if catalog is not None else None
+            hours = WorkingTime.of(user, settings)
+            if user_id is not None and hours != default:
+                by_owner[user_id] = hours
+        return cls(default, by_owner)
+
+    @classmethod
+    def clock(cls) -> Team:
+        """Everyone on the clock: round the clock, every day."""
+        return cls(WorkingTime(ZoneInfo("UTC")), {})
+
     def of(self, owner_id: int | None) -> WorkingTime:
         return self.by_owner.get(owner_id, self.default) if owner_id is not None else self.default
 

@@ -26,13 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy import and_, exists, func, or_, select, true
 
 from hub import lights
 from hub.audit import Finding, Found
 from hub.deals import StoreReader
 from hub.hookspecs import hookimpl
-from hub.store.models import Activity, Contact, ContactPoint, Deal, Stage, StageChange, Task
+from hub.store.models import Contact, ContactPoint, Deal, Stage, StageChange, Task
 from hub.worktime import Team
 
 TEXTS = tomllib.loads((Path(__file__).with_name("templates") / "audits.toml").read_text())
@@ -136,39 +136,7 @@ async def _stage_expired(store: StoreReader, now: datetime, hub: Any) -> Found:
 
 async def _cadence_broken(store: StoreReader, now: datetime, hub: Any) -> Found:
     team = await Team.load(store, hub.settings)
-    return _deals("cadence_broken", cadence_broken(hub.catalog, team, now), hub)
-
-
-def cadence_broken(catalog: Any, team: Team, now: datetime) -> ColumnElement[bool]:
-    """Open deals with no call, email or meeting within their stage's cadence, counted in
-    the owner's working time: a deal last called on Friday evening keeps a one-day cadence
-    over the weekend.
-
-    Working time passed since an instant only shrinks as the instant moves on, so each
-    owner's schedule has one cut-off per stage (:meth:`WorkingTime.since`): a deal is
-    broken when it entered its stage, and was last contacted, before its cut-off. The
-    whole check stays one SQL condition, with a branch per distinct schedule.
-    """
-    schedules = team.schedules()
-    someone = [owner_id for owners in schedules.values() for owner_id in owners]
-    by_default = or_(Deal.owner_id.is_(None), Deal.owner_id.not_in(someone)) if someone else true()
-    branches = []
-    for stage in catalog.stages_by_id.values() if catalog else []:
-        if stage.kind != "open" or not stage.contact_within:
-            continue
-        who = [(team.default, by_default)]
-        who += [(hours, Deal.owner_id.in_(owners)) for hours, owners in schedules.items()]
-        for hours, owners in who:
-            since = hours.since(now, stage.contact_within)
-            contacted = exists().where(
-                Activity.deal_id == Deal.id,
-                Activity.kind.in_(lights.CONTACTS),
-                Activity.occurred_at >= since,
-            )
-            branches.append(
-                and_(Deal.stage_id == stage.id, owners, Deal.stage_entered_at < since, ~contacted)
-            )
-    return or_(*branches) if branches else false()
+    return _deals("cadence_broken", lights.cadence_broken(hub.catalog, team, now), hub)
 
 
 async def _deal_no_segment(store: StoreReader, now: datetime, hub: Any) -> Found:

@@ -22,6 +22,7 @@ from hub import lights
 from hub.deals import StoreReader
 from hub.store.models import Deal, Stage, StageChange, Task, User, Violation
 from hub.store.ops import Catalog
+from hub.worktime import Team
 
 # A deal without a currency is in the money filter's default one.
 DEFAULT_CURRENCY = "RUB"
@@ -132,6 +133,7 @@ async def manager_days(
     window: Window,
     limit: int,
     link: Any,
+    team: Team | None = None,
 ) -> dict[int, dict[str, Section]]:
     """For each of ``owners``: red deals with their reasons, overdue tasks, open violations
     (oldest first) and tasks due later today in ``window.zone``; four queries in all."""
@@ -145,7 +147,7 @@ async def manager_days(
     stage_names = {s.id: s.name for s in catalog.stages_by_id.values()}
 
     # Red deals, with each reason of the light (hub/lights.py), longest in their stage first.
-    found = lights.conditions(catalog, now, window.zone.key)
+    found = lights.conditions(catalog, now, window.zone.key, team)
     red = or_(*(found[name] for name in lights.RED))
     # The window runs over ids alone; the details and reasons only for the rows kept.
     place, total = _ranked(Deal.owner_id, (Deal.stage_entered_at, Deal.id))

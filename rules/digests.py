@@ -45,6 +45,7 @@ from hub.hookspecs import hookimpl
 from hub.scheduler import Job
 from hub.store.models import Notification
 from hub.store.types import utcnow
+from hub.worktime import Team
 from rules import digest_queries as q
 
 log = structlog.get_logger("rules.digests")
@@ -149,6 +150,7 @@ class Digests:
                 q.Window(now, local),
                 self.config.items,
                 self.hub.notifications.deal_url,
+                Team.of_catalog(self.hub.settings, self.hub.catalog),
             )
         changes = []
         skipped = 0

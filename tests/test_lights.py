@@ -130,3 +130,33 @@ async def test_the_api_filters_deals_by_light_and_shows_the_reasons(aiohttp_clie
     card = await (await client.get(f"/api/v1/deals/{first['id']}", headers=HEAD_TOKEN)).json()
     assert card["light"]["colour"] == "red"
     assert (await client.get("/api/v1/deals?light=blue", headers=HEAD_TOKEN)).status == 400
+
+
+async def test_the_cadence_light_counts_the_owners_working_days_not_the_clock(store_url):
+    # Anna works one day a week, three days from now: two days without a call are no
+    # working time at all for her, so her deal is not red for cadence; on the clock it is.
+    from hub.config import WEEKDAYS
+    from hub.worktime import Team
+
+    day = WEEKDAYS[(utcnow().astimezone(ZoneInfo("Europe/Moscow")).weekday() + 3) % 7]
+    settings = example_settings(store_url)
+    anna = next(u for u in settings.users if u.email == "anna@example.com")
+    anna.working_hours, anna.working_days, anna.timezone = "09:00-18:00", [day], "Europe/Moscow"
+    hub = make_hub(settings, extra={"stage_rules": StageRules})
+    await hub.start()
+    try:
+        deal = await a_deal(hub)
+        await hub.deals.apply(
+            [ch.AddTask(title="Звонок", due_at=utcnow() + timedelta(days=9), deal=deal)], SYSTEM
+        )
+        assert hub.catalog is not None
+        team = Team.of_catalog(settings, hub.catalog)
+        later = utcnow() + timedelta(days=2)
+        async with hub.store.read() as conn:
+            worked = await lights.lights(conn, [deal], hub.catalog, later, "Europe/Moscow", team)
+            clock = await lights.lights(conn, [deal], hub.catalog, later, "Europe/Moscow")
+        cadence = "нет звонка, письма или встречи дольше, чем 1 дн. (этап «Новая сделка»)"
+        assert cadence not in worked[deal].reasons
+        assert cadence in clock[deal].reasons
+    finally:
+        await hub.stop()

@@ -31,6 +31,7 @@ from hub.api.people import NewContact, owner_id_of, point_changes, user_zone
 from hub.deals import changes as ch
 from hub.store.models import Activity, Deal, Pipeline, Stage, User
 from hub.store.types import utcnow
+from hub.worktime import Team
 
 routes = web.RouteTableDef()
 
@@ -134,7 +135,8 @@ async def list_deals(request: web.Request) -> web.Response:
         if q["light"] not in ("red", "yellow", "green"):
             raise Problem(400, "light is red, yellow or green")
         assert hub.catalog is not None
-        found = lights.conditions(hub.catalog, utcnow(), hub.settings.hub.timezone)
+        team = Team.of_catalog(hub.settings, hub.catalog)
+        found = lights.conditions(hub.catalog, utcnow(), hub.settings.hub.timezone, team)
         stmt = stmt.where(lights.where_colour(q["light"], found))
 
     async def with_lights(conn: AsyncConnection, items: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ from hub.store.models import (
     User,
 )
 from hub.store.types import utcnow
+from hub.worktime import Team
 
 
 def deals_query() -> Select[Any]:
@@ -121,7 +122,12 @@ async def add_lights(conn: AsyncConnection, deals: list[dict[str, Any]], hub: An
     if hub.catalog is None:
         return
     found = await lights.lights(
-        conn, [d["id"] for d in deals], hub.catalog, utcnow(), hub.settings.hub.timezone
+        conn,
+        [d["id"] for d in deals],
+        hub.catalog,
+        utcnow(),
+        hub.settings.hub.timezone,
+        Team.of_catalog(hub.settings, hub.catalog),
     )
     for deal in deals:
         light = found.get(deal["id"])

@@ -45,6 +45,7 @@ def deals_list(
     from hub.store.models import Contact, ContactPoint, Deal, Stage, Task, User
     from hub.store.ops import load_catalog
     from hub.store.types import utcnow
+    from hub.worktime import Team
 
     settings = _settings(ctx)
     show = _local(settings)
@@ -97,12 +98,19 @@ def deals_list(
         if owner:
             stmt = stmt.where(User.email == owner.lower())
         if light:
-            found = lights.conditions(catalog, now, settings.hub.timezone)
+            found = lights.conditions(
+                catalog, now, settings.hub.timezone, Team.of_catalog(settings, catalog)
+            )
             stmt = stmt.where(lights.where_colour(light, found))
         async with store.read() as conn:
             rows = [list(r) for r in await conn.execute(stmt)]
             colours = await lights.lights(
-                conn, [r[0] for r in rows], catalog, now, settings.hub.timezone
+                conn,
+                [r[0] for r in rows],
+                catalog,
+                now,
+                settings.hub.timezone,
+                Team.of_catalog(settings, catalog),
             )
         for row in rows:
             shown = colours.get(row[0])
