@@ -121,7 +121,7 @@ class Condition:
     paths: tuple[tuple[str, ...], ...] = ()
 
     def holds(self, variables: dict[str, Any]) -> Any:
-        given = _pick(variables, self.paths) if self.paths else variables
+        given = cel_value(_pick(variables, self.paths) if self.paths else variables)
         context: Any = cel.Context(given, STDLIB_FUNCTIONS) if self.library else given
         return self.program.execute(context)
 
@@ -602,7 +602,7 @@ class Triggers:
                 "type": event["type"],
                 "subject": event["subject"],
                 "subject_id": event["subject_id"],
-                "payload": cel_value(event["payload"]),
+                "payload": event["payload"],  # converted for CEL by the condition, as read
                 "occurred_at": occurred if isinstance(occurred, datetime) else None,
             }
         }
@@ -623,7 +623,7 @@ class Triggers:
                 "status": deal["status"],
                 "loss_reason": deal["loss_reason"],
                 "competitor": deal["competitor"],
-                "custom": cel_value(deal["custom"] or {}),
+                "custom": deal["custom"] or {},
             }
         contact = scene.contact_of(event, deal)
         if contact is not None:
