@@ -152,10 +152,11 @@ def hub_audits(hub: Hub) -> list[Any] | None:
     An audit has ``name``, ``severity`` (red or yellow) and ``async find(store, now, hub)``
     returning :class:`hub.audit.Finding` objects (what breaks the rule, whose it is, why),
     found with SQL over ``store`` (read-only), or a :class:`hub.audit.Found` (one SELECT the
-    hub compares with the open violations in the database: for big stores). The hub keeps each finding as a violation
-    from first seen until it is no longer found, so it is reported once and its age is
-    known; each is written through the writer with its event (``task.overdue``,
-    ``deal.stale``, ``rule.violated``, and ``rule.resolved`` when it clears).
+    hub compares with the open violations in the database: for big stores). The hub keeps
+    each finding as a violation from first seen until it is no longer found, so it is
+    reported once and its age is known; each is written through the writer with its event
+    (``task.overdue``, ``deal.stale``, ``rule.violated``, and ``rule.resolved`` when it
+    clears).
     """
 
 

@@ -250,6 +250,10 @@ async def test_a_refused_address_fails_at_once_and_retry_sends_it_again(
     assert listed.exit_code == 0, listed.output
     assert "550 no such mailbox" in listed.output
     assert "failed: 1" in listed.output
+    places = await cli(config, "notifications", "destinations")
+    assert places.exit_code == 0, places.output
+    (line,) = [x for x in places.output.splitlines() if x.startswith("fake")]
+    assert "anna@example.com" in line and "never" in line and "550 no such mailbox" in line
     again = await cli(config, "notifications", "retry", str(row["id"]))
     assert again.exit_code == 0, again.output
     assert f"queued again: {row['id']}" in again.output

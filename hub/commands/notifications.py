@@ -88,3 +88,31 @@ def notifications_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
             problems += 1
     if problems:
         sys.exit(1)
+
+
+@notifications.command("destinations")
+@click.pass_context
+def notifications_destinations(ctx: click.Context) -> None:
+    """Each chat, mailbox and webhook endpoint: last delivery, what waits or failed since,
+    the last error (a webhook endpoint disabled after days of failures says so there)."""
+    from hub.notify import outbox
+
+    settings = _settings(ctx)
+    show = _local(settings)
+    rows = _run(_with_store(settings, outbox.destinations))
+    _table(
+        ["via", "to", "last sent", "waiting", "failed", "review", "oldest unsent", "last error"],
+        [
+            [
+                r["notifier"],
+                r["address"],
+                show(r["last_sent"]) if r["last_sent"] else "never",
+                r["queued"],
+                r["failed"],
+                r["review"],
+                show(r["oldest_unsent"]) if r["oldest_unsent"] else "",
+                r["last_error"] or "",
+            ]
+            for r in rows
+        ],
+    )

@@ -190,3 +190,65 @@ async def retry(store: Store, notification_id: int, *, now: datetime) -> str | N
                 .values(state="queued", due_at=now, last_error=None, attempts=0)
             )
     return state
+
+
+async def destinations(store: Store) -> list[dict[str, Any]]:
+    """Each notifier's destinations (a chat, a mailbox, a webhook endpoint) with their last
+    delivery and what has waited or failed since: which ones are in trouble."""
+    t = notifications_t
+    async with store.read() as conn:
+        last_sent = {
+            (notifier, address): sent
+            for notifier, address, sent in await conn.execute(
+                select(t.c.notifier, t.c.address, func.max(t.c.sent_at))
+                .where(t.c.state == "sent")
+                .group_by(t.c.notifier, t.c.address)
+            )
+        }
+        rows = await conn.execute(
+            select(
+                t.c.notifier,
+                t.c.address,
+                t.c.state,
+                func.count(),
+                func.min(t.c.created_at),
+                func.max(t.c.id),
+            )
+            .where(t.c.state != "sent")
+            .group_by(t.c.notifier, t.c.address, t.c.state)
+        )
+        unsent: dict[tuple[str, str], dict[str, Any]] = {}
+        newest: dict[tuple[str, str], int] = {}
+        for notifier, address, state, n, oldest, top in rows:
+            entry = unsent.setdefault((notifier, address), {"oldest_unsent": oldest})
+            entry[state] = n
+            entry["oldest_unsent"] = min(entry["oldest_unsent"], oldest)
+            if state in ("failed", "queued", "review"):
+                newest[(notifier, address)] = max(newest.get((notifier, address), 0), top)
+        errors = (
+            dict(
+                (
+                    await conn.execute(
+                        select(t.c.id, t.c.last_error).where(t.c.id.in_(newest.values()))
+                    )
+                ).all()
+            )
+            if newest
+            else {}
+        )
+    out = []
+    for key in sorted(set(last_sent) | set(unsent)):
+        entry = unsent.get(key, {})
+        out.append(
+            {
+                "notifier": key[0],
+                "address": key[1],
+                "last_sent": last_sent.get(key),
+                "queued": entry.get("queued", 0) + entry.get("sending", 0),
+                "failed": entry.get("failed", 0),
+                "review": entry.get("review", 0),
+                "oldest_unsent": entry.get("oldest_unsent"),
+                "last_error": errors.get(newest.get(key)),
+            }
+        )
+    return out
