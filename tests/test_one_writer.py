@@ -12,6 +12,7 @@ WRITER = ROOT / "hub" / "deals"
 CRM_MODELS = {
     "Contact": "contacts",
     "ContactPoint": "contact_points",
+    "ContactExternalId": "contact_external_ids",
     "Company": "companies",
     "Deal": "deals",
     "StageChange": "stage_history",
@@ -21,7 +22,11 @@ CRM_MODELS = {
     "Merge": "merges",
     "DuplicateCandidate": "duplicate_candidates",
     "DomainEvent": "domain_events",
+    "Violation": "violations",
 }
+# Not here: the intake's inbox and the notification outbox. Rows are queued into the outbox
+# only by the writer (with their cause); the sender's delivery bookkeeping (claimed, sent,
+# failed) is hub/notify/outbox.py's, as the inbox's is the intake's.
 CRM_TABLES = set(CRM_MODELS.values())
 WRITES = {"insert", "update", "delete"}
 RAW_SQL = re.compile(

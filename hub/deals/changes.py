@@ -11,6 +11,7 @@ same batch may point at it instead of at an id: ``AddTask(deal=create_deal, ...)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -62,6 +63,23 @@ def ref_id(ref: int | Creates | None) -> int | None:
 
 # -- contacts and companies -----------------------------------------------------------------
 
+# An external id names its source system before a colon: ``1c:000123``, ``bitrix:5567``.
+_QUALIFIED = re.compile(r"((?=[0-9_.-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.-]{0,31}):(.+)", re.DOTALL)
+
+
+def split_external_id(value: str) -> tuple[str, str]:
+    """``"1C:000123"`` → ``("1c", "000123")``; an id without a system → ``("", id)``."""
+    value = value.strip()
+    found = _QUALIFIED.fullmatch(value)
+    if found is None:
+        return "", value
+    return found.group(1).lower(), found.group(2).strip()
+
+
+def external_id(system: str, value: str) -> str:
+    """The one-string form of an external id: ``1c:000123``, or the bare id without system."""
+    return f"{system}:{value}" if system else value
+
 
 @dataclass(eq=False, slots=True, kw_only=True)
 class CreateCompany(Creates):
@@ -81,7 +99,8 @@ class CreateContact(Creates):
     owner_id: int | None = None
     city: str | None = None
     segment: str | None = None
-    external_id: str | None = None
+    external_id: str | None = None  # also kept among ``external_ids``
+    external_ids: list[str] = field(default_factory=list)  # more ids: "1c:000123", ...
     company: CompanyRef | None = None
     custom: dict[str, Any] = field(default_factory=dict)
     points: list[Point] = field(default_factory=list)
@@ -93,6 +112,11 @@ class UpdateContact(Change):
 
     ``fill_only`` sets a field only where the contact has none (an import or a
     repeat lead never overwrites what a manager entered).
+
+    External ids are only ever added: ``external_id`` and ``add_external_ids`` join the
+    ids the contact keeps (``contact_external_ids``) whatever ``fill_only`` says; an id
+    another contact holds refuses the change. ``external_id`` also sets the contact's one
+    shown id (the column) as any other field.
     """
 
     kind: ClassVar[str] = "update_contact"
@@ -106,6 +130,7 @@ class UpdateContact(Change):
     custom: dict[str, Any] | _Unset = UNSET  # merged key by key
     add_points: list[Point] = field(default_factory=list)
     remove_points: list[tuple[str, str]] = field(default_factory=list)  # (kind, normalized)
+    add_external_ids: list[str] = field(default_factory=list)
     fill_only: bool = False
 
 

@@ -5,7 +5,7 @@ Called only by :class:`hub.deals.writer.DealWriter` (``MergeContacts``,
 events.
 
 Everything attached to the other contact (deals, tasks, notes, activities,
-phones and emails, review flags) moves to the kept one; a phone or email the
+phones and emails, external ids, review flags) moves to the kept one; a phone or email the
 kept contact already has is dropped from the other, not doubled. Fields follow
 one stated rule: **the kept contact's filled fields win; the other's fill its
 blanks** (custom fields likewise, key by key). The merge row records both
@@ -27,6 +27,7 @@ from hub.store.models import (
     Activity,
     Company,
     Contact,
+    ContactExternalId,
     ContactPoint,
     Deal,
     DuplicateCandidate,
@@ -43,6 +44,9 @@ MOVED = {
     "tasks": Task.__table__,
     "notes": Note.__table__,
     "activities": Activity.__table__,
+    # Ids are unique per system, so none is ever dropped as doubled. Merges recorded before
+    # ids were kept have no such entry.
+    "external_ids": ContactExternalId.__table__,
 }
 
 companies = Company.__table__
@@ -52,6 +56,7 @@ contacts = Contact.__table__
 points = ContactPoint.__table__
 duplicates = DuplicateCandidate.__table__
 merges = Merge.__table__
+external_ids = ContactExternalId.__table__
 
 
 class MergeError(ValueError):
@@ -297,11 +302,27 @@ async def unmerge(conn: AsyncConnection, merge_id: int, now: datetime) -> dict[s
     )
     holders = await _holders(conn, row)
     for name, table in (*MOVED.items(), ("points", points)):
-        if moved[name]:
+        if moved.get(name):
             await conn.execute(
                 update(table)
                 .where(table.c.id.in_(moved[name]), table.c.contact_id.in_(holders))
                 .values(contact_id=other_id)
+            )
+    if keep_before["external_id"] is None:
+        # Ids given to the kept contact while the merge stood stay with it; its shown id
+        # (blank before the merge) becomes the first of them.
+        first = (
+            await conn.execute(
+                select(external_ids.c.system, external_ids.c.external_id)
+                .where(external_ids.c.contact_id == keep_id)
+                .order_by(external_ids.c.id)
+                .limit(1)
+            )
+        ).first()
+        if first is not None:
+            shown = f"{first[0]}:{first[1]}" if first[0] else first[1]
+            await conn.execute(
+                update(contacts).where(contacts.c.id == keep_id).values(external_id=shown)
             )
     for point in moved["points_dropped"]:
         await conn.execute(insert(points).values(**await _free_id(conn, points, point)))

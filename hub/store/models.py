@@ -185,7 +185,16 @@ class StageChange(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_owner_open", "owner_id", "done_at", "due_at"),)
+    __table_args__ = (
+        Index("ix_tasks_owner_open", "owner_id", "done_at", "due_at"),
+        # "Has this deal an open task?": the traffic light and the audits ask it of every deal.
+        Index(
+            "ix_tasks_open_deal",
+            "deal_id",
+            sqlite_where=text("done_at IS NULL"),
+            postgresql_where=text("done_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     title: Mapped[str] = mapped_column(String(300))
@@ -372,6 +381,14 @@ class Violation(Base):
             sqlite_where=text("resolved_at IS NULL"),
             postgresql_where=text("resolved_at IS NULL"),
         ),
+        # The audit's report by owner reads open violations only, not the cleared history.
+        Index(
+            "ix_violations_open_owner",
+            "owner_id",
+            "rule",
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -424,3 +441,20 @@ class Notification(Base):
     provider_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class ContactExternalId(Base):
+    """An id the contact has in another system (``1c:000123``, ``bitrix:5567``): every one it
+    was ever given is kept, so a merge never loses a reference back to a source. ``system`` is
+    empty for an id given without one (a legacy ``contacts.external_id``)."""
+
+    __tablename__ = "contact_external_ids"
+    __table_args__ = (UniqueConstraint("system", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    system: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
