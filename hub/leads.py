@@ -52,6 +52,7 @@ from hub.deals.changes import (
     RepeatInquiry,
     UpdateContact,
     ref_id,
+    split_external_id,
 )
 from hub.domain.assignment import Assigner, Request
 from hub.domain.lead import Lead
@@ -69,6 +70,7 @@ from hub.domain.similarity import company_key
 from hub.store.models import (
     Company,
     Contact,
+    ContactExternalId,
     ContactPoint,
     Deal,
     DomainEvent,
@@ -80,6 +82,7 @@ DEFAULT_CONTACT_WITHIN = timedelta(days=1)
 
 companies_t = Company.__table__
 contacts_t = Contact.__table__
+ids_t = ContactExternalId.__table__
 points_t = ContactPoint.__table__
 deals_t = Deal.__table__
 events_t = DomainEvent.__table__
@@ -274,15 +277,21 @@ class LeadPipeline:
 
     @staticmethod
     async def _by_external_id(conn: AsyncConnection, plans: Sequence[_Plan]) -> dict[str, int]:
-        wanted = sorted({p.lead.external_id for p in plans if p.lead.external_id})
+        """Each lead's external id that a contact keeps (any of its ids, from any system)."""
+        wanted = {
+            p.lead.external_id: split_external_id(p.lead.external_id)
+            for p in plans
+            if p.lead.external_id
+        }
         if not wanted:
             return {}
         rows = await conn.execute(
-            select(contacts_t.c.external_id, contacts_t.c.id)
-            .where(contacts_t.c.external_id.in_(wanted))
-            .order_by(contacts_t.c.id.desc())
+            select(ids_t.c.system, ids_t.c.external_id, ids_t.c.contact_id).where(
+                ids_t.c.external_id.in_(sorted({value for _, value in wanted.values()}))
+            )
         )
-        return dict(rows.all())
+        holders = {(system, value): contact for system, value, contact in rows}
+        return {given: holders[pair] for given, pair in wanted.items() if pair in holders}
 
     async def run_contacts(
         self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime, actor: Actor
