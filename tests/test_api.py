@@ -118,9 +118,18 @@ async def test_review_and_merge_through_the_api(hub_client):
     assert again.status == 409
 
 
-async def test_the_openapi_document_describes_every_route_and_needs_no_token(hub_client):
+async def test_the_openapi_document_describes_every_route_and_needs_no_token(
+    aiohttp_client, store_url
+):
     import re
 
+    from hub.app import build_app
+    from plugins.telephony import Telephony
+    from tests.conftest import make_hub, make_settings
+
+    # The channels that serve HTTP under /api/ or /forms/: the web forms and the caller card.
+    settings = make_settings(store_url, plugins={"telephony": {}})
+    hub_client = await aiohttp_client(build_app(make_hub(settings, {"telephony": Telephony})))
     spec = await (await hub_client.get("/api/v1/openapi.json")).json()
     served = {
         (re.sub(r"\{[^}]+\}", "{}", route.resource.canonical), route.method.lower())

@@ -18,6 +18,7 @@ EXAMPLE_SECRETS = (
     "api.tokens.head.token",
     "api.tokens.anna.token",
     "plugins.webforms.forms.partner.secret",
+    "plugins.telephony.route_token",
 )
 REAL = "7f3a9c1e5b2d4f6a8c0e2b4d6f8a1c3e"  # 32 characters
 
@@ -51,6 +52,7 @@ def test_real_secrets_of_32_characters_may_listen_publicly(monkeypatch):
     monkeypatch.setenv("HUB__API__TOKENS__HEAD__TOKEN", REAL)
     monkeypatch.setenv("HUB__API__TOKENS__ANNA__TOKEN", REAL[::-1])
     monkeypatch.setenv("HUB__PLUGINS__WEBFORMS__FORMS__PARTNER__SECRET", REAL.upper())
+    monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__ROUTE_TOKEN", REAL[1:] + "x")
     result = check()
     assert result.exit_code == 0, result.output
 
@@ -62,6 +64,7 @@ def test_a_short_secret_on_a_public_address_is_refused_with_its_length(monkeypat
     monkeypatch.setenv(
         "HUB__PLUGINS__WEBFORMS__FORMS__PARTNER__SECRET", "partner-secret-31-characters-xx"
     )
+    monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__ROUTE_TOKEN", REAL)
     result = check()
     assert result.exit_code == 2
     assert "plugins.webforms.forms.partner.secret: 31 characters is too short" in result.output

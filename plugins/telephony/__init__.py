@@ -1,0 +1,118 @@
+"""Telephony channel, first slice: the caller card and the PBX's routing question.
+
+``GET /api/v1/caller-card?phone=...`` (bearer token, as the rest of the API; see
+:mod:`plugins.telephony.card` for what a manager token sees) answers who is
+calling: the number in E.164, the contact with company and owner (name, email,
+extension), open deals with stage, amount and traffic light, open tasks and the
+last three activities; ``{"known": false, "phone": ...}`` for a number nobody
+has, a 400 problem for something that cannot be a phone number.
+
+``GET /telephony/route?phone=...`` answers a PBX asking where to send a ringing
+caller: ``{"extension": "101", "owner": "anna@example.com", "known": true,
+"route": "owner"}`` for a known client whose owner has an extension, otherwise
+``default_route`` (``"route": "default"`` with the ``reason``: unknown,
+no_extension, no_number, deadline, unavailable). It always answers 200 within
+``route_deadline``; ``?format=text`` answers the extension alone, as a dialplan's
+``CURL()`` wants it. PBXs cannot do bearer flows, so this route takes the shared
+``route_token`` in an ``X-Hub-Token`` header or a ``token`` query parameter (the
+hub's logs redact both); without a ``route_token`` it is not served.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from hub.api.common import Problem, json_response, scope
+from hub.context import Hub
+from hub.domain.normalize import InvalidPoint, normalize_phone
+from hub.hookspecs import hookimpl
+from hub.store.types import utcnow
+from plugins.telephony.card import CallerCards
+from plugins.telephony.config import TelephonyConfig
+from plugins.telephony.routing import Owner, Router, find_owner
+
+CARD_PATH = "/api/v1/caller-card"
+ROUTE_PATH = "/telephony/route"
+TOKEN_HEADER = "X-Hub-Token"
+MAX_PHONE = 64  # longer is not a phone number (hub.domain.normalize refuses it too)
+
+__all__ = ["Telephony", "TelephonyConfig"]
+
+
+class Telephony:
+    """Calls: who is calling, and which extension should take the call."""
+
+    Config = TelephonyConfig
+
+    def __init__(self, config: TelephonyConfig, hub: Hub) -> None:
+        self.config = config
+        self.hub = hub
+        self.cards = CallerCards(hub.settings.hub.timezone)
+        self.router = Router(
+            self.find_owner, config.default_route, config.route_deadline.total_seconds()
+        )
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    @hookimpl
+    def hub_routes(self) -> list[web.RouteDef]:
+        routes = [web.get(CARD_PATH, self.caller_card)]
+        if self.config.route_token is not None:
+            routes.append(web.get(ROUTE_PATH, self.route))
+        return routes
+
+    @hookimpl
+    async def hub_shutdown(self) -> None:
+        await self.router.close()
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def normalize(self, raw: str) -> str:
+        """The number in E.164 with the hub's default region; raises InvalidPoint."""
+        return normalize_phone(raw, self.hub.settings.hub.default_region)
+
+    async def card(self, e164: str, viewer: int | None) -> dict[str, object]:
+        """The caller card of a normalized number as ``viewer`` (a manager's id) sees it."""
+        async with self.hub.read() as reader:
+            return await self.cards.card(
+                reader, e164, viewer=viewer, catalog=self.hub.catalog, now=utcnow()
+            )
+
+    async def find_owner(self, e164: str) -> Owner | None:
+        async with self.hub.read() as reader:
+            return await find_owner(reader, e164)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def caller_card(self, request: web.Request) -> web.Response:
+        raw = request.query.get("phone", "")
+        if not raw.strip():
+            raise Problem(400, "phone is required, e.g. ?phone=%2B79123456789")
+        try:
+            e164 = self.normalize(raw[: MAX_PHONE + 1])
+        except InvalidPoint:
+            shown = raw[:MAX_PHONE]
+            raise Problem(400, f"not a phone number: {shown!r}", phone=shown) from None
+        return json_response(await self.card(e164, scope(request)))
+
+    async def route(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "bad or missing token"}, status=401)
+        raw = request.query.get("phone", "")
+        try:
+            e164 = self.normalize(raw[: MAX_PHONE + 1])
+        except InvalidPoint:  # a withheld or internal number: still a route, never an error
+            answer = self.router.default("no_number")
+        else:
+            answer = await self.router.route(e164)
+        if request.query.get("format") == "text":
+            return web.Response(text=answer["extension"])
+        return json_response(answer)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.config.route_token
+        assert token is not None  # the route is served only with one
+        given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
