@@ -46,7 +46,11 @@ class Webhooks:
         self.config = config
         self.hub = hub
         self.subscriptions = Subscriptions(config.endpoints)
-        self.health = Health([e.name for e in config.endpoints], config.disable_after)
+        self.health = Health(
+            [e.name for e in config.endpoints],
+            config.disable_after,
+            {e.name: e.enabled_since for e in config.endpoints if e.enabled_since},
+        )
         self.notifier = WebhookNotifier(config, self.health)
 
     # -- hooks ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import (
     BaseModel,
@@ -55,6 +55,16 @@ class Endpoint(BaseModel):
     secret: SecretStr
     events: list[str] = ["*"]
     enabled: bool = True
+    # To switch on again an endpoint disabled after days of failures or a 410: failures of
+    # webhooks queued before this time are forgiven (an ISO time with its offset).
+    enabled_since: datetime | None = None
+
+    @field_validator("enabled_since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("write the time with its offset, e.g. 2026-11-25T18:00:00+03:00")
+        return value
 
     @field_validator("name")
     @classmethod

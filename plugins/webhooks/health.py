@@ -46,8 +46,15 @@ class EndpointHealth:
 class Health:
     """Every configured endpoint's state, kept by the notifier as its sends end."""
 
-    def __init__(self, names: list[str], disable_after: timedelta) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        disable_after: timedelta,
+        forgiven_before: dict[str, datetime] | None = None,
+    ) -> None:
         self.disable_after = disable_after
+        # An operator switched the endpoint on again: older failures do not count.
+        self.forgiven_before = forgiven_before or {}
         self.endpoints = {name: EndpointHealth() for name in names}
 
     def refusal(self, name: str, now: datetime) -> str | None:
@@ -101,6 +108,10 @@ class Health:
             t.c.last_error.is_not(None),
             t.c.last_error.not_like(f"{REFUSED}%"),
             or_(last_sent.c.at.is_(None), t.c.created_at > last_sent.c.at),
+            *(
+                or_(t.c.address != name, t.c.created_at > since)
+                for name, since in self.forgiven_before.items()
+            ),
         )
         rows = await store.execute(
             select(

@@ -105,3 +105,29 @@ def _running(hub: Hub) -> Any:
         return hub.plugins.records["webhooks"].state == "running"
 
     return check
+
+
+async def test_an_endpoint_switched_on_again_forgets_the_failures_queued_before(store_url):
+    # erp failed for six days and shop said 410 Gone; the operator fixed both receivers and
+    # set enabled_since: the old failures no longer count, later ones would.
+    since = (NOW - timedelta(minutes=1)).isoformat()
+    endpoints = [endpoint("erp"), endpoint("shop"), endpoint("bi")]
+    endpoints[0]["enabled_since"] = since
+    endpoints[1]["enabled_since"] = since
+    settings = make_settings(
+        store_url, plugins={"webhooks": {"endpoints": endpoints, "disable_after": "5d"}}
+    )
+    hub = make_hub(settings, extra={"webhooks": Webhooks}, start_workers=False)
+    await hub.store.upgrade()
+    async with hub.store.write() as conn:
+        await conn.execute(
+            Notification.__table__.insert(),
+            [r for r in ROWS if r["address"] in ("erp", "shop", "bi")],
+        )
+    await hub.start()
+    try:
+        await wait_for(_running(hub))
+        states = {s["name"]: s["state"] for s in hub.plugins.records["webhooks"].instance.status()}
+    finally:
+        await hub.stop()
+    assert states == {"erp": "ok", "shop": "ok", "bi": "failing"}
