@@ -167,8 +167,19 @@ class Hub:
         }
         reactions: list[Reaction] = []
         for impl in hook.get_hookimpls():
-            found = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
-            for reaction in found or ():
+            try:
+                found = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
+                found = list(found or ())
+            except Exception:
+                # A rule's bug must not cost the write that fired it (a batch of leads): the
+                # rule is skipped for this batch and the traceback logged for its author.
+                log.exception(
+                    "rule_crashed",
+                    plugin=self.plugins.pm.get_name(impl.plugin),
+                    events=[e["id"] for e in events],
+                )
+                continue
+            for reaction in found:
                 if not isinstance(reaction, Reaction):
                     name = self.plugins.pm.get_name(impl.plugin)
                     raise TypeError(f"hub_react of {name} returned {reaction!r}, not a Reaction")

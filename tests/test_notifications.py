@@ -391,3 +391,55 @@ def write_config(tmp_path: Path, store_url: str) -> Path:
     path = tmp_path / "cli.toml"
     path.write_text(f'[store]\nurl = "{store_url}"\n', encoding="utf-8")
     return path
+
+
+class BrokenRule:
+    """A third party's rule with a bug, and one whose change the store cannot take."""
+
+    def __init__(self, config: Any, hub: Any) -> None:
+        pass
+
+    @hookimpl
+    def hub_react(self, events: list[dict[str, Any]]) -> list[Reaction]:
+        if any(e["type"] == "deal.created" for e in events):
+            raise ZeroDivisionError("a bug in a rule")
+        return []
+
+
+class ImpossibleRule:
+    def __init__(self, config: Any, hub: Any) -> None:
+        pass
+
+    @hookimpl
+    def hub_react(self, events: list[dict[str, Any]]) -> list[Reaction]:
+        bad = ch.QueueNotification(key=None, notifier="fake", address="x", template=None)  # type: ignore[arg-type]
+        return [Reaction("impossible", [bad]) for e in events if e["type"] == "deal.created"]
+
+
+async def test_a_crashing_rule_costs_neither_the_write_nor_the_other_rules(store_url, templates):
+    settings = make_settings(
+        store_url,
+        notifications={"templates_dir": str(templates)},
+        plugins={"alerts": {}, "broken": {}, "impossible": {}},
+    )
+    hub = make_hub(
+        settings,
+        extra={"alerts": NewDealAlerts, "broken": BrokenRule, "impossible": ImpossibleRule},
+        start_workers=False,
+    )
+    await hub.start()
+    try:
+        from structlog.testing import capture_logs
+
+        with capture_logs() as logs:
+            deal_id = await a_deal(hub)
+        assert deal_id is not None  # the deal was written
+        assert len(await outbox(hub)) == 1  # the working rule still queued its notification
+        crashed = [e for e in logs if e["event"] == "rule_crashed"]
+        # One from the rule that raised, one from the change the writer could not write.
+        assert sorted(str(e.get("plugin") or e.get("rule")) for e in crashed) == [
+            "broken",
+            "impossible",
+        ]
+    finally:
+        await hub.stop()

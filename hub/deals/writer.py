@@ -175,6 +175,9 @@ class DealWriter:
                     reasons=[r.reason for r in getattr(refused, "refusals", ())] or str(refused),
                     events=[e["id"] for e in events],
                 )
+            except Exception:
+                # Its savepoint is rolled back; the write that fired the rule stands.
+                log.exception("rule_crashed", rule=reaction.rule, events=[e["id"] for e in events])
 
     # -- step 1: what the batch names, as the actor may see it -------------------------------
 
