@@ -174,7 +174,8 @@ def hub_react(
     :class:`~hub.deals.changes.QueueNotification`...). Each reaction is written through
     the writer as the actor ``rule:NAME``, guards included, in a savepoint: a reaction
     the guards refuse is dropped and logged (``rule_refused``), and the write that fired
-    it stands. Reactions cause events that are reacted to in turn, ``depth`` counting
+    it stands; so is a hook or a reaction that raises (``rule_crashed``, with its
+    traceback). Reactions cause events that are reacted to in turn, ``depth`` counting
     the steps; past :data:`hub.deals.writer.MAX_REACTION_DEPTH` the chain is cut and
     logged (``rule_depth_exceeded``). Keep this fast: it runs inside the writer's
     transaction, and for the lead pipeline on batches of hundreds of events.
