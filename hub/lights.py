@@ -136,17 +136,20 @@ async def lights(
     )
     out: dict[int, Light] = {}
     for row in rows:
-        flags = dict(zip(names, row[2:], strict=True))
-        stage = catalog.stages_by_id.get(row.stage_id)
-        values = {
-            "stage": stage.name if stage else "?",
-            "within": duration(stage.contact_within if stage else None),
-        }
-        red = [TEXTS[n].format(**values) for n in RED if flags[n]]
-        yellow = [TEXTS[n].format(**values) for n in YELLOW if flags[n]]
-        colour = "red" if red else "yellow" if yellow else "green"
-        out[row.id] = Light(colour, red or yellow)
+        out[row.id] = light_of(dict(zip(names, row[2:], strict=True)), catalog, row.stage_id)
     return out
+
+
+def light_of(flags: dict[str, bool], catalog: Catalog, stage_id: int) -> Light:
+    """The colour and the reasons, worded, from the conditions that hold for a deal."""
+    stage = catalog.stages_by_id.get(stage_id)
+    values = {
+        "stage": stage.name if stage else "?",
+        "within": duration(stage.contact_within if stage else None),
+    }
+    red = [TEXTS[n].format(**values) for n in RED if flags[n]]
+    yellow = [TEXTS[n].format(**values) for n in YELLOW if flags[n]]
+    return Light("red" if red else "yellow" if yellow else "green", red or yellow)
 
 
 def duration(value: timedelta | None) -> str:

@@ -22,10 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
 from hub.config import WEEKDAYS
-from hub.store.models import User as UserRow
 
 if TYPE_CHECKING:
     from hub.config import HubSection, Settings, User
@@ -177,20 +174,6 @@ class Team:
 
     default: WorkingTime
     by_owner: dict[int, WorkingTime]
-
-    @classmethod
-    async def load(cls, store: Any, settings: Settings) -> Team:
-        """``store``: anything that executes a SELECT (a connection, a ``StoreReader``)."""
-        configured = {u.email: u for u in settings.users}
-        default = WorkingTime.of(None, settings)
-        rows = await store.execute(select(UserRow.id, UserRow.email))
-        by_owner = {
-            user_id: hours
-            for user_id, email in rows
-            if email in configured
-            and (hours := WorkingTime.of(configured[email], settings)) != default
-        }
-        return cls(default, by_owner)
 
     @classmethod
     def of_catalog(cls, settings: Settings, catalog: Any) -> Team:

@@ -135,7 +135,7 @@ async def _stage_expired(store: StoreReader, now: datetime, hub: Any) -> Found:
 
 
 async def _cadence_broken(store: StoreReader, now: datetime, hub: Any) -> Found:
-    team = await Team.load(store, hub.settings)
+    team = Team.of_catalog(hub.settings, hub.catalog)
     return _deals("cadence_broken", lights.cadence_broken(hub.catalog, team, now), hub)
 
 

@@ -6,15 +6,20 @@ from typing import Any
 
 import pytest
 
-from hub.config import ConfigError, load_settings
+from hub.config import WEEKDAYS, ConfigError, load_settings
 from tests.conftest import TEAM, make_settings
 from tests.test_matching import lead, run_hub, submit
 
 WHOLESALE = {"rules": [{"name": "опт — Дмитрию", "segment": "Опт", "to": ["dmitry@example.com"]}]}
 
 
+def on_duty_every_day() -> list[dict[str, Any]]:
+    """The team working all week, so a test about rules or limits passes on a Sunday too."""
+    return [{**user, "working_days": list(WEEKDAYS)} for user in TEAM]
+
+
 async def test_a_rule_sends_wholesale_leads_to_its_manager(store_url):
-    hub = await run_hub(store_url, assignment=WHOLESALE)
+    hub = await run_hub(store_url, assignment=WHOLESALE, users=on_duty_every_day())
     try:
         results = [
             await submit(hub, lead(f"Клиент {i}", f"+7 912 400-00-0{i}", segment="Опт"))
@@ -30,7 +35,7 @@ async def test_a_rule_sends_wholesale_leads_to_its_manager(store_url):
 
 
 async def test_a_manager_at_the_open_deal_limit_is_skipped(store_url):
-    team: list[dict[str, Any]] = [dict(u) for u in TEAM]
+    team = on_duty_every_day()
     team[0]["max_open_deals"] = 1  # anna
     hub = await run_hub(store_url, users=team)
     try:

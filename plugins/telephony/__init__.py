@@ -49,7 +49,7 @@ class Telephony:
     def __init__(self, config: TelephonyConfig, hub: Hub) -> None:
         self.config = config
         self.hub = hub
-        self.cards = CallerCards(hub.settings.hub.timezone)
+        self.cards = CallerCards(hub.settings)
         self.router = Router(
             self.find_owner, config.default_route, config.route_deadline.total_seconds()
         )

@@ -45,9 +45,11 @@ from sqlalchemy.orm import aliased
 
 from hub import lights
 from hub.api.common import iso
+from hub.config import Settings
 from hub.deals import StoreReader
 from hub.store.models import Activity, Company, Contact, ContactPoint, Deal, Stage, Task, User
 from hub.store.ops import Catalog
+from hub.worktime import Team
 
 MATCHES = 6  # contacts sharing one number (a switchboard, a family): the best and five more
 ACTIVITIES = 3
@@ -172,8 +174,14 @@ def _agenda(limited: bool, own_contact: bool) -> Any:
     )
 
 
-def _deals(limited: bool, catalog: Catalog | None, zone: str, now: datetime) -> Select[Any]:
-    found = lights.conditions(catalog, now, zone) if catalog is not None else {}
+def _deals(
+    limited: bool, catalog: Catalog | None, settings: Settings, now: datetime
+) -> Select[Any]:
+    found = (
+        lights.conditions(catalog, now, settings.hub.timezone, Team.of_catalog(settings, catalog))
+        if catalog is not None
+        else {}
+    )
     stmt = (
         select(
             Deal.id,
@@ -197,8 +205,8 @@ def _deals(limited: bool, catalog: Catalog | None, zone: str, now: datetime) -> 
 class CallerCards:
     """Reads caller cards; one per plugin, holding its statements."""
 
-    def __init__(self, zone: str) -> None:
-        self.zone = zone
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings  # the hub's timezone, and each owner's working time
         self.contacts = {limited: _contacts(limited) for limited in (False, True)}
         self.agenda = {
             (limited, own): _agenda(limited, own)
@@ -214,7 +222,7 @@ class CallerCards:
         key = (second - second % LIGHT_RESOLUTION, id(catalog))
         if key != self._deals_at:
             at = datetime.fromtimestamp(key[0], now.tzinfo)
-            self._deals = {flag: _deals(flag, catalog, self.zone, at) for flag in (False, True)}
+            self._deals = {flag: _deals(flag, catalog, self.settings, at) for flag in (False, True)}
             self._deals_at = key
         return self._deals[limited]
 
@@ -321,14 +329,5 @@ def _deal(row: Any, catalog: Catalog | None) -> dict[str, Any]:
 
 
 def deal_light(flags: dict[str, bool], catalog: Catalog, stage_id: int) -> dict[str, Any]:
-    """Colour and reasons from the light's conditions, worded as :func:`hub.lights.lights`
-    words them (tests/plugins/telephony holds the two to the same answers)."""
-    stage = catalog.stages_by_id.get(stage_id)
-    values = {
-        "stage": stage.name if stage else "?",
-        "within": lights.duration(stage.contact_within if stage else None),
-    }
-    red = [lights.TEXTS[n].format(**values) for n in lights.RED if flags[n]]
-    yellow = [lights.TEXTS[n].format(**values) for n in lights.YELLOW if flags[n]]
-    colour = "red" if red else "yellow" if yellow else "green"
-    return lights.Light(colour, red or yellow).as_dict()
+    """Colour and reasons from the light's conditions, worded as everywhere else."""
+    return lights.light_of(flags, catalog, stage_id).as_dict()
