@@ -19,6 +19,7 @@ from hub.config import ConfigError, Settings
 from hub.deals import Actor, Change, DealWriter, Reaction, Refusal, StoreReader
 from hub.domain.lead import Lead
 from hub.intake import Intake, Worker
+from hub.intake.handlers import Handler
 from hub.leads import LeadPipeline
 from hub.metrics import Metrics
 from hub.notify import Notifier
@@ -120,6 +121,9 @@ class Hub:
 
     def parse_lead(self, *, channel: str, payload: dict[str, Any]) -> Lead | None:
         return self.plugins.pm.hook.hub_parse_lead(channel=channel, payload=payload)
+
+    def intake_handler(self, channel: str) -> Handler | None:
+        return self.plugins.pm.hook.hub_intake_handler(channel=channel)
 
     async def reserve(self, conn: AsyncConnection, counter: str, n: int) -> int:
         """Bump a durable counter without holding its row lock for a whole batch.
@@ -227,6 +231,7 @@ class Hub:
                     self.metrics,
                     name=f"worker-{index}",
                     on_commit=self._committed,
+                    handler=self.intake_handler,
                 )
                 self.workers.append(worker)
                 self._worker_tasks.append(

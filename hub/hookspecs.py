@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from hub.context import Hub
     from hub.deals import Actor, Change, Reaction, Refusal, StoreReader
     from hub.domain.lead import Lead
+    from hub.intake.handlers import Handler
     from hub.notify import Notifier
     from hub.scheduler import Job
 
@@ -99,6 +100,19 @@ def hub_parse_lead(channel: str, payload: dict[str, Any]) -> Lead | None:
     channel this plugin does not own. Raising marks the event failed; it is
     retried with backoff and, after ``intake.max_attempts``, kept as dead for
     ``hub inbox replay``.
+    """
+
+
+@hookspec(firstresult=True)
+def hub_intake_handler(channel: str) -> Handler | None:
+    """Handle the stored events of ``channel`` yourself, not as leads: return a
+    :class:`hub.intake.handlers.Handler` (``async handle(event) -> result``).
+
+    For channels whose events are not requests from a client (a call's states, a
+    delivery report). The intake worker calls the handler for each event of the
+    channel, in the batch's transaction and a savepoint of its own; raising fails
+    that event (retried with backoff, then dead). Return ``None`` for a channel this
+    plugin does not own; a channel nobody handles goes to ``hub_parse_lead``.
     """
 
 

@@ -753,11 +753,12 @@ class LeadPipeline:
                 stage = self.catalog.stages_by_id.get(deal.stage_id, plan.stage)
                 title = self._repeat_task(plan)
             task = AddTask(
-                title=title,
-                due_at=now + (stage.contact_within or DEFAULT_CONTACT_WITHIN),
+                title=lead.task or title,
+                due_at=now + (lead.task_within or stage.contact_within or DEFAULT_CONTACT_WITHIN),
                 deal=deal.ref,
                 contact=contact.ref,
                 owner_id=plan.owner_id,
+                task_kind=lead.task_kind,
             )
             tasks.append(task)
             match = plan.match.describe() if plan.match is not None else None
@@ -816,7 +817,10 @@ class LeadPipeline:
             summary=lead.summary or f"{lead.activity_kind} via {lead.channel}",
             deal=deal.ref,
             contact=contact.ref,
+            direction=lead.activity_direction,
+            result=lead.activity_result,
             payload={
+                **lead.activity_payload,
                 "submission": lead.submission,
                 "message": lead.message,
                 "invalid_points": plan.invalid,

@@ -41,6 +41,7 @@ DEFAULT_TEMPLATES = {
     "deal.lost": "deal_lost",
     "task.overdue": "task_overdue",
     "deal.stale": "deal_stale",
+    "call.missed": "missed_call",
 }
 GENERIC_TEMPLATE = "trigger"
 

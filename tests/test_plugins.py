@@ -11,12 +11,15 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp import web
 from pydantic import BaseModel
+from sqlalchemy import select
 
 from hub import hookspecs
 from hub.app import build_app
 from hub.config import ConfigError
+from hub.domain.lead import Lead
 from hub.hookspecs import hookimpl
 from hub.plugins import PluginHost
+from hub.store.models import Deal, InboxEvent
 from tests.conftest import ROOT, make_hub, make_settings, wait_for
 
 
@@ -178,6 +181,58 @@ async def test_hook_hub_domain_event_gets_every_event_once_in_order_despite_a_fa
         "activity.logged",
     }
     assert hub.plugins.records["listener"].failures == 1
+
+
+class DeliveryReports:
+    """A channel whose events are not leads: a courier's delivery reports."""
+
+    @hookimpl
+    def hub_intake_handler(self, channel: str) -> Any:
+        return self if channel == "deliveries" else None
+
+    async def handle(self, event: Any) -> dict[str, Any]:
+        if event.payload.get("broken"):
+            raise ValueError("a report without a parcel")
+        decision = await event.lead(
+            Lead(channel="deliveries", phones=[event.payload["phone"]], source="Курьер")
+        )
+        return {"parcel": event.payload["parcel"], **decision}
+
+
+async def test_hook_hub_intake_handler_files_a_channels_events_one_failure_apart(store_url):
+    hub = make_hub(
+        make_settings(store_url, **plugins_section("deliveries")),
+        extra={"deliveries": DeliveryReports},
+    )
+    await hub.start()
+    try:
+        good = await hub.intake.accept("deliveries", {"parcel": "P-1", "phone": "+79127770011"})
+        bad = await hub.intake.accept("deliveries", {"parcel": "P-2", "broken": True})
+
+        async def settled() -> Any:
+            async with hub.store.read() as conn:
+                found = {
+                    row.id: row
+                    for row in await conn.execute(
+                        select(
+                            InboxEvent.id,
+                            InboxEvent.status,
+                            InboxEvent.result,
+                            InboxEvent.last_error,
+                        )
+                    )
+                }
+            return found if found[bad.id].last_error and found[good.id].status == "done" else None
+
+        found = await wait_for(settled)
+        assert found[good.id].result["parcel"] == "P-1"
+        assert found[good.id].result["decision"] == "new_contact"
+        assert "a report without a parcel" in found[bad.id].last_error
+        async with hub.store.read() as conn:
+            sources = (await conn.execute(select(Deal.source))).scalars().all()
+        assert sources == ["Курьер"]  # the good report stands beside the failed one
+    finally:
+        await hub.stop()
 
 
 async def test_hook_hub_shutdown_is_called_when_the_hub_stops(sqlite_url):

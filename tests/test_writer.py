@@ -159,6 +159,13 @@ async def test_every_change_kind_writes_its_event_in_the_same_transaction(store_
             task,
             ch.AddNote(deal=deal, body="Заметка"),
             ch.LogActivity(activity="call", summary="Звонок", deal=deal, result="ок"),
+            ch.LogActivity(
+                activity="call",
+                summary="Пропущенный звонок",
+                deal=deal,
+                result="missed",
+                payload={"call": {"number": "+79123456789", "extension": "101"}},
+            ),
             ch.FlagDuplicate(
                 contact=other, other=contact, score=0.8, reasons=["имя"], origin="scan"
             ),
@@ -175,7 +182,8 @@ async def test_every_change_kind_writes_its_event_in_the_same_transaction(store_
             ),
         ]
         applied = await hub.deals.apply(first, SYSTEM)
-        assert len(applied.events) == len(first)
+        # One event per change, and the missed call's call.missed beside its activity.logged
+        assert len(applied.events) == len(first) + 1
         assert deal.id is not None and task.id is not None
         second: list[ch.Change] = [
             ch.UpdateContact(contact=contact.id, city="Пермь"),  # type: ignore[arg-type]

@@ -302,6 +302,20 @@ class ActivityLogged(Event):
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMissed(Event):
+    """A client's call nobody answered (logged as a ``call`` activity with the result
+    ``missed``): what triggers call a client back on. ``subject_id`` is the activity."""
+
+    type: ClassVar[str] = "call.missed"
+    subject: ClassVar[str] = "activity"
+    deal_id: int | None
+    contact_id: int | None
+    number: str | None
+    extension: str | None
+    occurred_at: datetime
+
+
 # -- the rules' findings ----------------------------------------------------------------------
 
 
@@ -377,6 +391,7 @@ EVENTS: dict[str, type[Event]] = {
         TaskRescheduled,
         NoteAdded,
         ActivityLogged,
+        CallMissed,
         TaskOverdue,
         DealStale,
         RuleViolated,

@@ -225,4 +225,16 @@ async def log_activities(batch: Batch, run: list[ch.LogActivity]) -> None:
                 occurred_at=occurred,
             )
         )
+        if change.activity == "call" and change.result == "missed" and change.direction == "in":
+            call = payload.get("call") or {}
+            batch.events.append(
+                ev.CallMissed(
+                    subject_id=activity_id,
+                    deal_id=deal_id,
+                    contact_id=contact_id,
+                    number=call.get("number"),
+                    extension=call.get("extension"),
+                    occurred_at=occurred,
+                )
+            )
     await insert_rows(batch.conn, activities_t, rows)

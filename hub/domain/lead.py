@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -53,7 +53,15 @@ class Lead(BaseModel):
     pipeline: str | None = None
     stage: str | None = None
     activity_kind: str = "form"
+    activity_direction: str = "in"
+    activity_result: str | None = None  # a call's: answered, missed
+    activity_payload: dict[str, Any] = Field(default_factory=dict)  # kept with the activity
     summary: str = ""
+    # The lead's task, where the channel knows better than the pipeline's first task: a
+    # missed call asks for a call back within minutes, not a first contact within a day.
+    task: str | None = None
+    task_kind: str = "call"
+    task_within: timedelta | None = None
     # What the client actually sent, shown in the deal's history.
     submission: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime | None = None

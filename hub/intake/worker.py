@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.config import IntakeSection
 from hub.domain.lead import Lead
 from hub.intake.accept import Intake
+from hub.intake.handlers import Handler, Stored
 from hub.leads import LeadPipeline, LeadRejected
 from hub.logging import debug_enabled
 from hub.store import Store
@@ -57,6 +58,7 @@ class Worker:
         *,
         name: str = "worker-0",
         on_commit: Callable[[], None] | None = None,
+        handler: Callable[[str], Handler | None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -65,6 +67,7 @@ class Worker:
         self.metrics = metrics
         self.name = name
         self.on_commit = on_commit
+        self.handler = handler  # channel -> its Handler or None: the hub_intake_handler hook
         self._stopping = False
 
     def stop(self) -> None:
@@ -153,7 +156,12 @@ class Worker:
         now = utcnow()
         plans = []
         failures: list[tuple[_Claimed, BaseException]] = []
+        handled: list[tuple[_Claimed, Handler]] = []
         for event in claimed:
+            handler = self.handler(event.channel) if self.handler is not None else None
+            if handler is not None:
+                handled.append((event, handler))
+                continue
             try:
                 lead = self.parse(channel=event.channel, payload=event.payload)
                 if lead is None:
@@ -164,7 +172,19 @@ class Worker:
             except Exception as error:
                 failures.append((event, error))
         results = await self.pipeline.run(conn, plans, now) if plans else []
-        if results:
+        done = [
+            {"event_id": plan.inbox_id, "result": result}
+            for plan, result in zip(plans, results, strict=True)
+        ]
+        for event, handler in handled:
+            try:
+                async with conn.begin_nested():
+                    result = await handler.handle(self._stored(conn, event, now))
+                done.append({"event_id": event.id, "result": result})
+                self.metrics.processed.labels(event.channel).inc()
+            except Exception as error:
+                failures.append((event, error))
+        if done:
             await conn.execute(
                 update(inbox)
                 .where(inbox.c.id == bindparam("event_id"))
@@ -175,10 +195,7 @@ class Worker:
                     attempts=inbox.c.attempts + 1,
                     last_error=None,
                 ),
-                [
-                    {"event_id": plan.inbox_id, "result": result}
-                    for plan, result in zip(plans, results, strict=True)
-                ],
+                done,
             )
         if failures:
             await self._fail(conn, failures)
@@ -190,14 +207,29 @@ class Worker:
             self.metrics.latency.observe((now - event.received_at).total_seconds())
             if debug:
                 log.debug("lead_processed", event_id=event.id, **result)
-        if plans:
+        if plans or handled:
             log.info(
                 "batch_processed",
                 worker=self.name,
-                events=len(plans),
+                events=len(plans) + len(handled),
                 failed=len(failures),
                 first_event_id=claimed[0].id,
             )
+
+    def _stored(self, conn: AsyncConnection, event: _Claimed, now: datetime) -> Stored:
+        async def run_lead(inbox_id: int, lead: Lead, received_at: datetime) -> dict[str, Any]:
+            plan = self.pipeline.plan(inbox_id, lead, received_at)
+            return (await self.pipeline.run(conn, [plan], now))[0]
+
+        return Stored(
+            id=event.id,
+            channel=event.channel,
+            payload=event.payload,
+            received_at=event.received_at,
+            now=now,
+            conn=conn,
+            run_lead=run_lead,
+        )
 
     async def _fail(
         self, conn: AsyncConnection, failures: list[tuple[_Claimed, BaseException]]

@@ -29,9 +29,14 @@ from hub.context import Hub
 from hub.domain.normalize import InvalidPoint, normalize_phone
 from hub.hookspecs import hookimpl
 from hub.store.types import utcnow
+from plugins.telephony.calls import CHANNEL
 from plugins.telephony.card import CallerCards
 from plugins.telephony.config import TelephonyConfig
+from plugins.telephony.filing import CallFiling
 from plugins.telephony.routing import Owner, Router, find_owner
+from plugins.telephony.screen import Screen
+from plugins.telephony.webhook import PATH as EVENTS_PATH
+from plugins.telephony.webhook import CallWebhook
 
 CARD_PATH = "/api/v1/caller-card"
 ROUTE_PATH = "/telephony/route"
@@ -53,19 +58,30 @@ class Telephony:
         self.router = Router(
             self.find_owner, config.default_route, config.route_deadline.total_seconds()
         )
+        self.screen = Screen(hub, self)
+        self.filing = CallFiling(self)
+        secret = config.webhook_secret
+        self.webhook = CallWebhook(hub, secret.get_secret_value()) if secret else None
 
     # -- hooks ----------------------------------------------------------------------------
 
     @hookimpl
     def hub_routes(self) -> list[web.RouteDef]:
-        routes = [web.get(CARD_PATH, self.caller_card)]
+        routes = [web.get(CARD_PATH, self.caller_card), *self.screen.routes()]
         if self.config.route_token is not None:
             routes.append(web.get(ROUTE_PATH, self.route))
+        if self.webhook is not None:
+            routes.append(web.post(EVENTS_PATH, self.webhook.post))
         return routes
+
+    @hookimpl
+    def hub_intake_handler(self, channel: str) -> CallFiling | None:
+        return self.filing if channel == CHANNEL else None
 
     @hookimpl
     async def hub_shutdown(self) -> None:
         await self.router.close()
+        await self.screen.close()
 
     # -- lookups --------------------------------------------------------------------------
 
