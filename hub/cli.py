@@ -197,6 +197,7 @@ def db_upgrade(ctx: click.Context) -> None:
 
 def _register() -> None:
     from hub.commands import (
+        calls,
         companies,
         contacts,
         deals,
@@ -212,6 +213,7 @@ def _register() -> None:
 
     main.add_command(deals.deals)
     main.add_command(tasks.tasks)
+    main.add_command(calls.calls)
     main.add_command(notes.notes)
     main.add_command(rules.rules)
     main.add_command(inbox.inbox)

@@ -249,3 +249,59 @@ def test_an_unreadable_import_file_is_refused_with_a_reason(
     result = CliRunner().invoke(main, ["--config", str(config), "import", "contacts", str(path)])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_calls_list_shows_recent_calls_and_missed_ones_with_their_open_call_back(config):
+    from datetime import UTC, datetime
+
+    from plugins.telephony.calls import CallEvent, accept_call
+
+    async def go() -> None:
+        hub = Hub(load_settings(config))
+        await hub.start()
+        now = datetime.now(UTC)
+        common = {"provider": "webhook", "line": "+74951234567", "occurred_at": now}
+        await accept_call(
+            hub.intake,
+            CallEvent(
+                call_id="a",
+                direction="in",
+                state="ended",
+                caller="89123456789",
+                duration=125,
+                answered_by="101",
+                **common,
+            ),
+        )
+        await accept_call(
+            hub.intake,
+            CallEvent(
+                call_id="b",
+                direction="in",
+                state="missed",
+                caller="+7 913 000-11-22",
+                reason="no_answer",
+                **common,
+            ),
+        )
+
+        async def settled() -> bool:
+            async with hub.store.read() as conn:
+                from sqlalchemy import select
+
+                rows = (await conn.execute(select(InboxEvent.status))).scalars().all()
+            return rows.count("done") == 2
+
+        await wait_for(settled)
+        await hub.stop()
+
+    asyncio.run(go())
+    runner = CliRunner()
+    every = runner.invoke(main, ["--config", str(config), "calls", "list"])
+    assert every.exit_code == 0, every.output
+    assert "+79123456789" in every.output and "2:05" in every.output
+    assert "+79130001122" in every.output
+    missed = runner.invoke(main, ["--config", str(config), "calls", "list", "--missed"])
+    assert "+79130001122" in missed.output
+    assert "+79123456789" not in missed.output
+    assert "open #" in missed.output  # its call-back task is still to do
