@@ -324,3 +324,40 @@ async def test_an_internal_call_between_extensions_is_not_filed(lines):
 
     assert result == {"call": "ended", "filed": False}
     assert await rows(lines, select(Activity.id)) == []
+
+
+# -- the card pushed to Telegram ------------------------------------------------------------
+
+
+async def test_a_ringing_call_pushes_the_caller_card_to_the_owners_telegram(
+    aiohttp_client, aiohttp_server, store_url
+):
+    from plugins.telegram import Telegram
+    from tests.plugins.telegram.fakebot import TOKEN, FakeTelegram
+
+    bot = FakeTelegram()
+    api = await aiohttp_server(bot.app())
+    settings = telephony_settings(store_url, webhook_secret=SECRET, push_card_via=["telegram"])
+    settings.plugins["telegram"] = {"token": TOKEN, "api_url": str(api.make_url("/"))}
+    settings.users = [
+        u.model_copy(update={"telegram_chat_id": "1001"} if u.email == "anna@example.com" else {})
+        for u in settings.users
+    ]
+    hub = make_hub(settings, extra={"telephony": Telephony, "telegram": Telegram})
+    phones = await start_phones(await aiohttp_client(build_app(hub)))
+    contact = await phones.add_client("Пётр Волков", "+79123456789", company="ООО «Трубы»")
+    await phones.add_deal(contact, "Поставка труб")
+
+    result = await filed(phones, call("ringing", extension="102"))
+    again = await post(phones, call("ringing", extension="102"))  # the PBX's retry
+
+    assert result["pushed"] == 1
+    assert (await again.json())["duplicate"] is True
+    messages = await wait_for(lambda: _async(bot.messages))
+    assert [m["chat"]["id"] for m in messages] == [1001]
+    assert "Пётр Волков" in messages[0]["text"]
+    assert "Поставка труб" in messages[0]["text"]
+
+
+async def _async(value: Any) -> Any:
+    return value
