@@ -1,4 +1,13 @@
-"""Telephony channel, first slice: the caller card and the PBX's routing question.
+"""Telephony channel: who is calling, where to route them, and what each call leaves.
+
+Calls come from adapters, each turning its PBX's notifications into the one call model
+(:mod:`plugins.telephony.calls`) stored through the intake: the signed generic webhook
+``POST /telephony/events`` here (:mod:`.webhook`, served with ``webhook_secret``), and
+the provider plugins ``telephony_zadarma``, ``telephony_mango`` and ``telephony_ami``.
+The intake worker hands every stored call event to :mod:`.filing` (``hub_intake_handler``):
+a ringing call is shown on the managers' ``/card`` pages (:mod:`.screen`, across hub
+processes: :mod:`.rings`) and pushed through ``push_card_via``; a finished one becomes
+an activity, a missed one a call-back task, an unknown caller a lead.
 
 ``GET /api/v1/caller-card?phone=...`` (bearer token, as the rest of the API; see
 :mod:`plugins.telephony.card` for what a manager token sees) answers who is
@@ -27,12 +36,13 @@ from aiohttp import web
 from hub.api.common import Problem, json_response, scope
 from hub.context import Hub
 from hub.domain.normalize import InvalidPoint, normalize_phone
-from hub.hookspecs import hookimpl
+from hub.hookspecs import BackgroundTask, hookimpl
 from hub.store.types import utcnow
 from plugins.telephony.calls import CHANNEL
 from plugins.telephony.card import CallerCards
 from plugins.telephony.config import TelephonyConfig
 from plugins.telephony.filing import CallFiling
+from plugins.telephony.rings import Rings
 from plugins.telephony.routing import Owner, Router, find_owner
 from plugins.telephony.screen import Screen
 from plugins.telephony.webhook import PATH as EVENTS_PATH
@@ -59,6 +69,7 @@ class Telephony:
             self.find_owner, config.default_route, config.route_deadline.total_seconds()
         )
         self.screen = Screen(hub, self)
+        self.rings = Rings(hub.intake.store, self.screen.ring)
         self.filing = CallFiling(self)
         secret = config.webhook_secret
         self.webhook = CallWebhook(hub, secret.get_secret_value()) if secret else None
@@ -81,7 +92,13 @@ class Telephony:
     @hookimpl
     async def hub_shutdown(self) -> None:
         await self.router.close()
+        await self.rings.close()
         await self.screen.close()
+
+    @hookimpl
+    def hub_background_tasks(self) -> dict[str, BackgroundTask]:
+        # Rings filed by another hub process on the same PostgreSQL reach this one's screens.
+        return {"rings": self.rings.listen} if self.rings.shared else {}
 
     # -- lookups --------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 The intake worker hands every stored :class:`~plugins.telephony.calls.CallEvent` here
 (``hub_intake_handler``), in its batch's transaction. By state:
 
-- *ringing*: shown on the screens of the managers it is for (:mod:`.screen`) and, with
+- *ringing*: shown on the screens of the managers it is for (:mod:`.screen`, in every
+  hub process: :mod:`.rings`) and, with
   ``push_card_via``, pushed to them through those notifiers; nothing else is written.
   A ring seen later than ``ring_fresh_for`` is not shown: nobody waits at the phone.
 - *answered*: nothing yet; the call is filed when it ends.
@@ -26,7 +27,6 @@ Every write goes through the deal store's writer as the actor ``plugin:telephony
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,7 +135,6 @@ class CallFiling:
     def __init__(self, telephony: Telephony) -> None:
         self.telephony = telephony
         self.config = telephony.config
-        self._shown: set[asyncio.Task[int]] = set()
 
     async def handle(self, event: Stored) -> dict[str, Any]:
         call = CallEvent.model_validate(event.payload)
@@ -150,10 +149,7 @@ class CallFiling:
     async def ringing(self, call: CallEvent, event: Stored) -> dict[str, Any]:
         if event.now - call.occurred_at > self.config.ring_fresh_for:
             return {"call": "ringing", "shown": False, "reason": "stale"}
-        # Shown from a task of its own, so the batch's transaction does not wait on screens.
-        task = asyncio.create_task(self.telephony.screen.ring(call), name="telephony-ring")
-        self._shown.add(task)
-        task.add_done_callback(self._ring_done)
+        await self.telephony.rings.publish(event.conn, call)
         pushed = 0
         if self.config.push_card_via and call.direction == "in":
             notes = await self._push(call, event)
@@ -161,11 +157,6 @@ class CallFiling:
                 await self.telephony.hub.deals.apply_in(event.conn, notes, ACTOR, event.now)
             pushed = len(notes)
         return {"call": "ringing", "shown": True, "pushed": pushed}
-
-    def _ring_done(self, task: asyncio.Task[int]) -> None:
-        self._shown.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("ring_not_shown", error=repr(task.exception()))
 
     async def _push(self, call: CallEvent, event: Stored) -> list[Change]:
         """The caller card for the owner of a known client, else for the extension ringing."""
