@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test lint fuzz bench clean browser
+.PHONY: install run test lint fuzz bench clean browser mailserver
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
 
-test: $(STAMP) browser
+# Mailboxes are tested against a real IMAP server (Debian's dovecot-imapd, started by the tests).
+mailserver:
+	test -x /usr/sbin/dovecot || ($(SUDO) apt-get update && $(SUDO) apt-get install -y dovecot-imapd)
+
+test: $(STAMP) browser mailserver
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
