@@ -62,9 +62,13 @@ class DealMail:
     """The ``deal_mail`` notifier: a manager's letter to a client, sent over SMTP."""
 
     name = NOTIFIER
+    # A send a crash cut off is held for review: a client must not get the letter twice.
+    resend_interrupted = False
 
     def __init__(self, config: EmailNotifyConfig) -> None:
         self.config = config
+        self.retry_for = config.retry_for
+        self.concurrency = config.concurrency
         self._tls: ssl.SSLContext | None = None
         self._hostname: str | None = None
 

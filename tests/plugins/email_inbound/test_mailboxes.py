@@ -16,7 +16,7 @@ from hub.context import Hub
 from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent
 from plugins.email_inbound.channel import EmailInbound
 from tests.conftest import make_hub, make_settings, wait_for
-from tests.dovecot import PASSWORD, MailServer, mail_server  # noqa: F401 (a fixture)
+from tests.dovecot import PASSWORD, MailServer
 
 SALES = "sales@example.com"
 
@@ -59,12 +59,6 @@ def mailbox_settings(server: MailServer, store_url: str, **mailbox: Any) -> Any:
     week = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     settings.users = [u.model_copy(update={"working_days": week}) for u in settings.users]
     return settings
-
-
-@pytest.fixture
-def mailroom(mail_server: MailServer) -> MailServer:  # noqa: F811
-    mail_server.add_user(SALES)
-    return mail_server
 
 
 @pytest.fixture
