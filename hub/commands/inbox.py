@@ -25,10 +25,20 @@ def inbox() -> None:
 @inbox.command("list")
 @click.option("--dead", is_flag=True, help="Only events that failed every attempt.")
 @click.option("--status", type=click.Choice(["pending", "done", "dead", "spam"]), default=None)
+@click.option("--channel", default=None, help="Only this channel's events (email_inbound).")
+@click.option("--skipped", is_flag=True, help="Only events filed as not a lead, with why.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.pass_context
-def inbox_list(ctx: click.Context, dead: bool, status: str | None, limit: int) -> None:
-    """Inbound events, newest first, with their error if they failed."""
+def inbox_list(
+    ctx: click.Context,
+    dead: bool,
+    status: str | None,
+    channel: str | None,
+    skipped: bool,
+    limit: int,
+) -> None:
+    """Inbound events, newest first: what each became (a new deal, a reply, skipped as an
+    auto-reply...), or their error if they failed."""
     from hub.store.models import InboxEvent
 
     settings = _settings(ctx)
@@ -52,14 +62,30 @@ def inbox_list(ctx: click.Context, dead: bool, status: str | None, limit: int) -
         )
         if status:
             stmt = stmt.where(t.c.status == status)
+        if channel:
+            stmt = stmt.where(t.c.channel == channel)
+        if skipped:
+            stmt = stmt.where(t.c.result["skipped"].as_string().is_not(None))
         async with store.read() as conn:
             return [list(r) for r in await conn.execute(stmt)]
 
     rows = _run(_with_store(settings, go))
     _table(
-        ["id", "channel", "status", "attempts", "received", "deal", "error"],
-        [[r[0], r[1], r[2], r[3], show(r[4]), (r[6] or {}).get("deal_id"), r[5]] for r in rows],
+        ["id", "channel", "status", "attempts", "received", "outcome", "deal", "error"],
+        [
+            [r[0], r[1], r[2], r[3], show(r[4]), _outcome(r[6]), (r[6] or {}).get("deal_id"), r[5]]
+            for r in rows
+        ],
     )
+
+
+def _outcome(result: dict[str, Any] | None) -> str:
+    """What the event became: the lead's decision, a channel's filing, or why it was skipped."""
+    if not result:
+        return ""
+    if result.get("skipped"):
+        return f"skipped: {result['skipped']}"
+    return str(result.get("decision") or result.get("filed") or result.get("call") or "")
 
 
 @inbox.command("replay")
