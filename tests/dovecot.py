@@ -164,3 +164,13 @@ def mail_server(tmp_path: Path) -> Iterator[MailServer]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 15)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+SALES = "sales@example.com"
+
+
+@pytest.fixture
+def mailroom(mail_server: MailServer) -> MailServer:
+    """The server with the sales mailbox on it."""
+    mail_server.add_user(SALES)
+    return mail_server
