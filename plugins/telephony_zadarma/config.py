@@ -1,0 +1,43 @@
+"""Settings of the Zadarma adapter: ``[plugins.telephony_zadarma]``."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from hub.config import Credential
+
+# Zadarma issues the secret (20 characters in its cabinet); shorter is a paste gone wrong.
+MIN_SECRET = 16
+
+
+class ZadarmaConfig(BaseModel):
+    """``[plugins.telephony_zadarma]``: the secret Zadarma signs its notifications with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The API secret of the Zadarma account (personal account, "API" page); Zadarma signs
+    # every notification with it. Or HUB__PLUGINS__TELEPHONY_ZADARMA__API_SECRET.
+    api_secret: Credential
+    # The clock of the account: call_start is a local "YYYY-MM-DD HH:MM:SS".
+    timezone: str = "Europe/Moscow"
+
+    @field_validator("api_secret")
+    @classmethod
+    def _long_enough(cls, value: Credential) -> Credential:
+        if len(value.get_secret_value().strip()) < MIN_SECRET:
+            raise ValueError(
+                f"must be at least {MIN_SECRET} characters: the API secret from Zadarma's "
+                "personal account, API page"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not a time zone: {value!r} (e.g. Europe/Moscow)") from None
+        return value
