@@ -8,14 +8,16 @@ handler that raises fails that one event (retried with backoff, then dead, as an
 event) and the others of the batch stand. What the handler returns is stored as the
 event's ``result`` (``hub inbox show``). A handler writes the CRM only through the
 deal store's writer (``hub.deals.apply_in(event.conn, changes, actor, event.now)``)
-and may hand the lead pipeline a lead of its own (:meth:`Stored.lead`: an unknown
-caller's call becomes a contact and a deal as a form would).
+and may hand the lead pipeline a lead of its own: at once (:meth:`Stored.lead`, when it
+needs the decision: whom to tell about an unknown caller's missed call), or by returning
+:class:`AsLead`, which files the event as a lead with the rest of the batch, in the
+pipeline's one bulk run (a mailbox's hundred new letters cost one run, not a hundred).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -47,7 +49,16 @@ class Stored:
         return await self.run_lead(self.id, lead, self.received_at)
 
 
+@dataclass(frozen=True, slots=True)
+class AsLead:
+    """File the event as ``lead``, with the batch's other leads; its result is the lead's
+    decision with ``result`` added."""
+
+    lead: Lead
+    result: dict[str, Any] = field(default_factory=dict)
+
+
 class Handler(Protocol):
-    async def handle(self, event: Stored) -> dict[str, Any]:
-        """File ``event``; what it did (JSON), kept as the event's result."""
+    async def handle(self, event: Stored) -> dict[str, Any] | AsLead:
+        """File ``event``; what it did (JSON), kept as the event's result, or the lead it is."""
         ...

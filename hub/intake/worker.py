@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.config import IntakeSection
 from hub.domain.lead import Lead
 from hub.intake.accept import Intake
-from hub.intake.handlers import Handler, Stored
+from hub.intake.handlers import AsLead, Handler, Stored
 from hub.leads import LeadPipeline, LeadRejected
 from hub.logging import debug_enabled
 from hub.store import Store
@@ -171,19 +171,25 @@ class Worker:
                 plans.append(self.pipeline.plan(event.id, lead, event.received_at))
             except Exception as error:
                 failures.append((event, error))
-        results = await self.pipeline.run(conn, plans, now) if plans else []
-        done = [
-            {"event_id": plan.inbox_id, "result": result}
-            for plan, result in zip(plans, results, strict=True)
-        ]
+        done: list[dict[str, Any]] = []
+        extra: dict[int, dict[str, Any]] = {}  # what a handler adds to its lead's decision
         for event, handler in handled:
             try:
                 async with conn.begin_nested():
-                    result = await handler.handle(self._stored(conn, event, now))
-                done.append({"event_id": event.id, "result": result})
+                    outcome = await handler.handle(self._stored(conn, event, now))
+                if isinstance(outcome, AsLead):
+                    plans.append(self.pipeline.plan(event.id, outcome.lead, event.received_at))
+                    extra[event.id] = outcome.result
+                    continue
+                done.append({"event_id": event.id, "result": outcome})
                 self.metrics.processed.labels(event.channel).inc()
             except Exception as error:
                 failures.append((event, error))
+        results = await self.pipeline.run(conn, plans, now) if plans else []
+        done += [
+            {"event_id": plan.inbox_id, "result": {**extra.get(plan.inbox_id, {}), **result}}
+            for plan, result in zip(plans, results, strict=True)
+        ]
         if done:
             await conn.execute(
                 update(inbox)

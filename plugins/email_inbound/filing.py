@@ -37,7 +37,7 @@ from hub.deals.changes import Change, LogActivity, UpdateContact
 from hub.domain.lead import Lead
 from hub.domain.normalize import InvalidPoint, normalize_email
 from hub.intake import idempotency_keys
-from hub.intake.handlers import Stored
+from hub.intake.handlers import AsLead, Stored
 from hub.store.models import Contact, ContactPoint, Deal, InboxEvent, Notification
 from plugins.email_inbound.config import EmailInboundConfig
 from plugins.email_inbound.message import Mail, read_message
@@ -49,7 +49,6 @@ log = structlog.get_logger("plugins.email_inbound")
 CHANNEL = "email_inbound"
 ACTOR = Actor.plugin(CHANNEL)
 TEXT_KEPT = 20_000  # characters of a letter's text kept on its activity
-LEAD_DECISIONS = ("new_contact", "possible_duplicate", "new_deal_for_contact", "reopened_deal")
 
 
 class MailFiling:
@@ -60,7 +59,7 @@ class MailFiling:
         self.own_domains = set(config.own_domains)
         self.blocked = set(config.block)
 
-    async def handle(self, event: Stored) -> dict[str, Any]:
+    async def handle(self, event: Stored) -> dict[str, Any] | AsLead:
         payload = event.payload
         if payload.get("too_large"):
             return {"skipped": "too_large", "size": payload.get("size")}
@@ -107,8 +106,7 @@ class MailFiling:
             submission={"from": sender, "subject": mail.subject},
             received_at=mail.date,
         )
-        decision = await event.lead(lead)
-        return {"filed": "lead", "sender": sender, "message_id": mail.message_id, **decision}
+        return AsLead(lead, {"filed": "lead", "sender": sender, "message_id": mail.message_id})
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -217,15 +215,16 @@ class MailFiling:
     # -- the loop guard -------------------------------------------------------------------
 
     async def _leads_within_hour(self, event: Stored, sender: str) -> int:
+        """Deals made for the sender's contacts in the last hour (through the point index)."""
+        contacts = select(ContactPoint.contact_id).where(
+            ContactPoint.kind == "email", ContactPoint.normalized == sender
+        )
         count = await event.store.execute(
             select(func.count())
-            .select_from(InboxEvent)
+            .select_from(Deal)
             .where(
-                InboxEvent.channel == CHANNEL,
-                InboxEvent.status == "done",
-                InboxEvent.processed_at >= event.now - timedelta(hours=1),
-                InboxEvent.result["sender"].as_string() == sender,
-                InboxEvent.result["decision"].as_string().in_(LEAD_DECISIONS),
+                Deal.contact_id.in_(contacts),
+                Deal.created_at >= event.now - timedelta(hours=1),
             )
         )
         return int(count.scalar_one())

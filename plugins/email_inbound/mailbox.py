@@ -1,10 +1,11 @@
 """Reading one IMAP folder, exactly once, through ``aioimaplib``.
 
-For each new message, in UID order: fetch it without marking it read (``BODY.PEEK[]``),
-hand it to ``keep`` (which returns only once the message is stored durably by the
-intake), then do ``after_storing`` on the server (flag ``\\Seen``, move it, or leave it),
-then remember its UID. The folder's UIDVALIDITY and the last UID done are kept in
-``hub_state`` (:class:`Cursor`), so a restart goes on where it stopped.
+New messages are taken in UID order, up to 50 at a time: fetched in one command without
+marking them read (``BODY.PEEK[]``), each handed to ``keep`` (which returns only once the
+message is stored durably by the intake; the intake commits them as one group), then
+``after_storing`` done on the server for them in one command (flag ``\\Seen``, move them,
+or leave them), then the last UID remembered. The folder's UIDVALIDITY and the last UID
+done are kept in ``hub_state`` (:class:`Cursor`), so a restart goes on where it stopped.
 
 Nothing is done twice or skipped, whatever stops it where:
 
@@ -154,13 +155,23 @@ class MailboxReader:
         if not new and position.last_uid == 0:
             await self.cursor.save(position)  # remember the folder and its since date
         for start in range(0, len(new), FETCH_BATCH):
-            for uid in new[start : start + FETCH_BATCH]:
-                raw = await self._fetch(client, uid)
-                if raw is not None:
-                    await self.keep(raw, Seen(self.name, self.config.folder, uidvalidity, uid))
-                    await self._after_storing(client, uid)
-                position.last_uid = uid
-                await self.cursor.save(position)
+            batch = new[start : start + FETCH_BATCH]
+            fetched = await self._fetch(client, batch)
+            # Stored together (the intake commits them as one group), flagged together, and
+            # only then remembered: a stop anywhere in between fetches them again.
+            await asyncio.gather(
+                *(
+                    self.keep(raw, Seen(self.name, self.config.folder, uidvalidity, uid))
+                    for uid, raw in fetched.items()
+                )
+            )
+            if fetched:
+                await self._after_storing(client, sorted(fetched))
+            for uid in batch:
+                if uid not in fetched:
+                    log.warning("mailbox_message_vanished", mailbox=self.name, uid=uid)
+            position.last_uid = batch[-1]
+            await self.cursor.save(position)
         if new:
             log.info("mailbox_synced", mailbox=self.name, messages=len(new))
         return len(new)
@@ -204,36 +215,43 @@ class MailboxReader:
                 found += [int(n) for n in text.removeprefix(b"SEARCH").split() if n.isdigit()]
         return found
 
-    async def _fetch(self, client: aioimaplib.IMAP4, uid: int) -> bytes | None:
-        response = await client.uid("fetch", str(uid), "(UID BODY.PEEK[])")
+    async def _fetch(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes]:
+        """The messages of ``uids`` still in the folder, by UID, in one command."""
+        wanted = ",".join(map(str, uids))
+        response = await client.uid("fetch", wanted, "(UID BODY.PEEK[])")
         await _ok(response, "UID FETCH")
+        found: dict[int, bytes] = {}
         lines = response.lines
         for index, line in enumerate(lines):
-            # "n FETCH (UID u BODY[] {size}" followed by the literal itself
-            if isinstance(line, bytes | bytearray) and b"FETCH" in line and b"BODY[]" in line:
-                match = _FETCH_UID.search(bytes(line))
-                if match and int(match.group(1)) != uid:
-                    continue
-                if index + 1 < len(lines) and isinstance(lines[index + 1], bytearray):
-                    return bytes(lines[index + 1])
-        log.warning("mailbox_message_vanished", mailbox=self.name, uid=uid)
-        return None  # expunged meanwhile by another client
+            # "n FETCH (UID u BODY[] {size}" then the literal; some servers name the UID after
+            if not isinstance(line, bytes):  # a literal (bytearray) is read with its line
+                continue
+            if b"FETCH" not in line or index + 1 >= len(lines):
+                continue
+            literal = lines[index + 1]
+            if not isinstance(literal, bytearray):
+                continue
+            match = _FETCH_UID.search(line)
+            if match is None and index + 2 < len(lines):
+                match = _FETCH_UID.search(bytes(lines[index + 2]))
+            if match is not None:
+                found[int(match.group(1))] = bytes(literal)
+        return found
 
-    async def _after_storing(self, client: aioimaplib.IMAP4, uid: int) -> None:
+    async def _after_storing(self, client: aioimaplib.IMAP4, uids: list[int]) -> None:
         what = self.config.after_storing
+        done = ",".join(map(str, uids))
         if what == "seen":
-            await _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "STORE")
+            await _ok(await client.uid("store", done, "+FLAGS.SILENT", r"(\Seen)"), "STORE")
         elif what == "move":
             target = _quote(self.config.move_to or "")
             if client.has_capability("MOVE"):
-                await _ok(await client.uid("move", str(uid), target), "MOVE")
+                await _ok(await client.uid("move", done, target), "MOVE")
             else:
-                await _ok(await client.uid("copy", str(uid), target), "COPY")
-                await _ok(
-                    await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "STORE"
-                )
+                await _ok(await client.uid("copy", done, target), "COPY")
+                await _ok(await client.uid("store", done, "+FLAGS.SILENT", r"(\Deleted)"), "STORE")
                 if client.has_capability("UIDPLUS"):
-                    await _ok(await client.uid("expunge", str(uid)), "UID EXPUNGE")
+                    await _ok(await client.uid("expunge", done), "UID EXPUNGE")
 
     async def _idle(self, client: aioimaplib.IMAP4) -> None:
         """Wait until the server says the folder changed, or IDLE_RENEW passed."""
