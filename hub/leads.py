@@ -752,15 +752,18 @@ class LeadPipeline:
                 )
                 stage = self.catalog.stages_by_id.get(deal.stage_id, plan.stage)
                 title = self._repeat_task(plan)
-            task = AddTask(
-                title=lead.task or title,
-                due_at=now + (lead.task_within or stage.contact_within or DEFAULT_CONTACT_WITHIN),
-                deal=deal.ref,
-                contact=contact.ref,
-                owner_id=plan.owner_id,
-                task_kind=lead.task_kind,
-            )
-            tasks.append(task)
+            task: AddTask | None = None
+            if lead.follow_up or plan.action != "attach":
+                task = AddTask(
+                    title=lead.task or title,
+                    due_at=now
+                    + (lead.task_within or stage.contact_within or DEFAULT_CONTACT_WITHIN),
+                    deal=deal.ref,
+                    contact=contact.ref,
+                    owner_id=plan.owner_id,
+                    task_kind=lead.task_kind,
+                )
+                tasks.append(task)
             match = plan.match.describe() if plan.match is not None else None
             duplicate_of: ContactRef | None = None
             if plan.review is not None:

@@ -62,6 +62,9 @@ class Lead(BaseModel):
     task: str | None = None
     task_kind: str = "call"
     task_within: timedelta | None = None
+    # False: added to the client's open deal as an activity only, no task for the owner (a
+    # channel's loop guard: the twentieth autoresponder letter within the hour).
+    follow_up: bool = True
     # What the client actually sent, shown in the deal's history.
     submission: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime | None = None

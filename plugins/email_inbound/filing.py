@@ -25,7 +25,7 @@ Attachments are kept in the attachment store and listed on the activity.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -38,7 +38,7 @@ from hub.domain.lead import Lead
 from hub.domain.normalize import InvalidPoint, normalize_email
 from hub.intake import idempotency_keys
 from hub.intake.handlers import AsLead, Stored
-from hub.store.models import Contact, ContactPoint, Deal, InboxEvent, Notification
+from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent, Notification
 from plugins.email_inbound.config import EmailInboundConfig
 from plugins.email_inbound.message import Mail, read_message
 from plugins.email_inbound.sending import outbox_key
@@ -58,6 +58,7 @@ class MailFiling:
         self.own_addresses = set(config.own_addresses)
         self.own_domains = set(config.own_domains)
         self.blocked = set(config.block)
+        self._recent: dict[str, list[datetime]] = {}  # sender -> when their letters came
 
     async def handle(self, event: Stored) -> dict[str, Any] | AsLead:
         payload = event.payload
@@ -85,7 +86,8 @@ class MailFiling:
         if thread is not None:
             return await self._reply(event, mail, record, *thread)
         mailbox = self.config.mailboxes.get(payload.get("mailbox", ""))
-        if await self._leads_within_hour(event, sender) >= self.config.leads_per_sender_per_hour:
+        looping = await self._past_limit(event, sender)
+        if looping:
             last = await self._last_deal(event, sender)
             if last is not None:
                 result = await self._reply(event, mail, record, *last)
@@ -105,8 +107,10 @@ class MailFiling:
             summary=mail.subject or "(без темы)",
             submission={"from": sender, "subject": mail.subject},
             received_at=mail.date,
+            follow_up=not looping,
         )
-        return AsLead(lead, {"filed": "lead", "sender": sender, "message_id": mail.message_id})
+        filed = "loop_guard" if looping else "lead"
+        return AsLead(lead, {"filed": filed, "sender": sender, "message_id": mail.message_id})
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -214,17 +218,35 @@ class MailFiling:
 
     # -- the loop guard -------------------------------------------------------------------
 
+    async def _past_limit(self, event: Stored, sender: str) -> bool:
+        """Whether the sender already sent ``leads_per_sender_per_hour`` letters within the
+        hour. Counted in this process (a batch's letters are not in the store yet), and
+        asked of the store once per sender and hour (letters read before a restart, or by
+        another hub process)."""
+        hour_ago = event.now - timedelta(hours=1)
+        seen = [t for t in self._recent.get(sender, ()) if t >= hour_ago]
+        if not seen:
+            seen = [event.now] * await self._leads_within_hour(event, sender)
+        past = len(seen) >= self.config.leads_per_sender_per_hour
+        seen.append(event.now)
+        self._recent[sender] = seen
+        if len(self._recent) > 100_000:  # forget the quiet ones
+            self._recent = {k: v for k, v in self._recent.items() if v[-1] >= hour_ago}
+        return past
+
     async def _leads_within_hour(self, event: Stored, sender: str) -> int:
-        """Deals made for the sender's contacts in the last hour (through the point index)."""
+        """The sender's letters filed in the last hour (their contacts' email activities)."""
         contacts = select(ContactPoint.contact_id).where(
             ContactPoint.kind == "email", ContactPoint.normalized == sender
         )
         count = await event.store.execute(
             select(func.count())
-            .select_from(Deal)
+            .select_from(Activity)
             .where(
-                Deal.contact_id.in_(contacts),
-                Deal.created_at >= event.now - timedelta(hours=1),
+                Activity.contact_id.in_(contacts),
+                Activity.kind == "email",
+                Activity.direction == "in",
+                Activity.occurred_at >= event.now - timedelta(hours=1),
             )
         )
         return int(count.scalar_one())

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from hub.context import Hub
-from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent
+from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent, Task
 from plugins.email_inbound.channel import EmailInbound
 from tests.conftest import make_hub, make_settings, wait_for
 from tests.dovecot import PASSWORD, MailServer
@@ -262,3 +262,42 @@ async def test_a_first_connection_takes_only_mail_since_the_configured_date(mail
 async def _state(hub: Hub, state: str) -> bool:
     plugin = hub.plugins.records["email_inbound"].instance
     return plugin.readers["sales"].state == state
+
+
+async def test_past_the_hourly_limit_a_senders_letters_are_activities_without_new_tasks(
+    mailroom, sqlite_url
+):
+    settings = mailbox_settings(mailroom, sqlite_url)
+    settings.plugins["email_inbound"]["leads_per_sender_per_hour"] = 2
+    hub = make_hub(settings, extra={"email_inbound": EmailInbound})
+    await hub.start()
+    try:
+        for n in range(4):
+            mailroom.deliver(SALES, letter(subject=f"Ваш заказ {n}", text=f"Письмо {n}")[0])
+        found = await filed(hub, 4)
+
+        assert sorted(r.get("filed") for r in found) == ["lead", "lead", "loop_guard", "loop_guard"]
+        assert len(await rows(hub, select(Deal.id))) == 1
+        assert len(await rows(hub, select(Task.id))) == 2  # the first task, one repeat
+        emails = await rows(hub, select(Activity.id).where(Activity.kind == "email"))
+        assert len(emails) == 4  # nothing lost: every letter is on the deal
+    finally:
+        await hub.stop()
+
+
+async def test_mail_from_the_companys_own_domain_and_the_block_list_is_skipped(
+    mailroom, sqlite_url
+):
+    settings = mailbox_settings(mailroom, sqlite_url)
+    settings.plugins["email_inbound"]["block"] = ["spam-factory.ru"]
+    hub = make_hub(settings, extra={"email_inbound": EmailInbound})
+    await hub.start()
+    try:
+        mailroom.deliver(SALES, letter(sender="Коллега <boss@example.com>")[0])
+        mailroom.deliver(SALES, letter(sender="Робот <news@mail.spam-factory.ru>")[0])
+        found = await filed(hub, 2)
+
+        assert sorted(r["skipped"] for r in found) == ["blocked", "own_address"]
+        assert await rows(hub, select(Deal.id)) == []
+    finally:
+        await hub.stop()
