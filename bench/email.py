@@ -122,7 +122,9 @@ async def end_to_end(port: int, store_url: str, n: int) -> float:
                 ).scalar_one()
             if stored >= n and read_in is None:
                 read_in = time.perf_counter() - started
-                print(f"  read and stored (IMAP, attachment store, intake): {n / read_in:8.0f} letters/s")
+                print(
+                    f"  read and stored (IMAP, attachments, intake): {n / read_in:8.0f} letters/s"
+                )
             if done >= n:
                 return n / (time.perf_counter() - started)
             await asyncio.sleep(0.05)

@@ -283,5 +283,9 @@ def build_app(
         await _cancel(waiting)
         await hub.stop()  # also right for a hub that never (or only half) started
 
+    async def stopping(_app: web.Application) -> None:
+        await hub.plugins.stopping(hub.view)  # type: ignore[arg-type]
+
+    app.on_shutdown.append(stopping)  # before aiohttp waits for the requests still running
     app.cleanup_ctx.append(lifecycle)
     return app

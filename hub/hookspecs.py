@@ -84,6 +84,16 @@ def hub_shutdown(hub: Hub) -> Awaitable[None] | None:
 
 
 @hookspec
+def hub_stopping(hub: Hub) -> Awaitable[None] | None:
+    """The daemon is stopping: end long-lived responses now (an event stream, a long poll).
+
+    Called when the HTTP server begins to shut down, before it waits (up to
+    ``hub.shutdown_timeout``) for the requests still running, so a stream that never
+    ends by itself does not hold the daemon up. :func:`hub_shutdown` comes after.
+    """
+
+
+@hookspec
 def hub_background_tasks(hub: Hub) -> dict[str, BackgroundTask] | None:
     """Return named long-running tasks (an IMAP poller, a campaign sender).
 

@@ -427,6 +427,19 @@ class PluginHost:
                     return
                 record.state, record.retry_at = "running", None
 
+    async def stopping(self, hub: Hub, grace: float = 5.0) -> None:
+        """Tell every started plugin the daemon is stopping (``hub_stopping``), before the
+        HTTP server waits for the requests still running."""
+        for record in list(self.active()):
+            if record.state == "configured":
+                continue
+            try:
+                await asyncio.wait_for(
+                    await_me_maybe(self.call_one(record, "hub_stopping", hub=hub)), grace
+                )
+            except Exception:
+                log.exception("plugin_stopping_failed", plugin=record.name)
+
     async def stop(self, hub: Hub, grace: float = 10.0) -> None:
         self._stopping.set()
         tasks = [*self._supervisors]

@@ -235,6 +235,53 @@ async def test_hook_hub_intake_handler_files_a_channels_events_one_failure_apart
         await hub.stop()
 
 
+class Streamer:
+    """A plugin holding a never-ending event stream open, as the /card page does."""
+
+    def __init__(self, config: Any = None, hub: Any = None) -> None:
+        self.stop = asyncio.Event()
+
+    @hookimpl
+    def hub_routes(self) -> list[web.RouteDef]:
+        async def stream(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b": open\n\n")
+            await self.stop.wait()
+            return response
+
+        return [web.get("/stream", stream)]
+
+    @hookimpl
+    async def hub_stopping(self) -> None:
+        self.stop.set()
+
+
+async def test_hook_hub_stopping_ends_open_streams_so_the_daemon_stops_promptly(sqlite_url):
+    import aiohttp
+
+    hub = make_hub(
+        make_settings(sqlite_url, **plugins_section("streamer")), extra={"streamer": Streamer}
+    )
+    runner = web.AppRunner(build_app(hub), shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def running() -> bool:
+        return hub.plugins.records["streamer"].state == "running"
+
+    await wait_for(running)
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(f"http://127.0.0.1:{port}/stream")
+        assert await response.content.readline() == b": open\n"
+        started = asyncio.get_running_loop().time()
+        await runner.cleanup()
+        assert asyncio.get_running_loop().time() - started < 5  # not the 30 s timeout
+        response.close()
+
+
 async def test_hook_hub_shutdown_is_called_when_the_hub_stops(sqlite_url):
     Stopper.stopped = False
     hub = make_hub(

@@ -96,6 +96,10 @@ class Telephony:
         await self.screen.close()
 
     @hookimpl
+    async def hub_stopping(self) -> None:
+        await self.screen.close()  # open /card streams would hold the daemon's shutdown up
+
+    @hookimpl
     def hub_background_tasks(self) -> dict[str, BackgroundTask]:
         # Rings filed by another hub process on the same PostgreSQL reach this one's screens.
         return {"rings": self.rings.listen} if self.rings.shared else {}

@@ -64,18 +64,23 @@ filter by address, the signature is the check).
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
+from sqlalchemy import select
 
 from hub.api.common import problem
 from hub.context import PluginView
+from hub.domain.normalize import InvalidPoint, normalize_phone
 from hub.hookspecs import hookimpl
 from hub.intake.accept import IntakeClosed, UnstorableEvent
+from hub.store.models import Contact, ContactPoint
 from hub.store.types import utcnow
 from plugins.telephony.calls import accept_call
+from plugins.telephony.routing import find_owner
 from plugins.telephony_zadarma.config import ZadarmaConfig
 from plugins.telephony_zadarma.notifications import (
     SIGNED,
@@ -93,6 +98,7 @@ PATH = "/telephony/zadarma"
 SIGNATURE_HEADER = "Signature"
 MAX_BODY = 16 * 1024  # a notification is a few hundred bytes
 MAX_ECHO = 256  # zd_echo is a short random token
+ROUTE_DEADLINE = 0.3  # seconds NOTIFY_START's routing answer may take; then the PBX decides
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -177,7 +183,44 @@ class Zadarma:
             duplicate=accepted.duplicate,
             call_id_with_rec=form.get("call_id_with_rec") or None,
         )
+        if event == "NOTIFY_START" and self.config.route_known_callers:
+            return await self._route(call.caller)
         return _ok()
+
+    async def _route(self, caller: str) -> web.Response:
+        """A known client straight to their owner's extension, with their name on the
+        phone's screen (``{"redirect": "101", "caller_name": "..."}``); anyone else, or a
+        lookup past the deadline, an empty body: the PBX's own scenario."""
+        try:
+            e164 = normalize_phone(caller, self.hub.settings.hub.default_region)
+            found = await asyncio.wait_for(self._owner_of(e164), ROUTE_DEADLINE)
+        except (InvalidPoint, TimeoutError):
+            return _ok()
+        except Exception:
+            log.exception("zadarma_route_failed")
+            return _ok()
+        if found is None:
+            return _ok()
+        extension, name = found
+        answer: dict[str, str] = {"redirect": extension}
+        if name:
+            answer["caller_name"] = name[:50]
+        return web.json_response(answer)
+
+    async def _owner_of(self, e164: str) -> tuple[str, str | None] | None:
+        async with self.hub.read() as reader:
+            owner = await find_owner(reader, e164)
+            if owner is None or owner.extension is None:
+                return None
+            name = (
+                await reader.execute(
+                    select(Contact.name)
+                    .join(ContactPoint, ContactPoint.contact_id == Contact.id)
+                    .where(ContactPoint.kind == "phone", ContactPoint.normalized == e164)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        return owner.extension, name
 
 
 def _ok() -> web.Response:

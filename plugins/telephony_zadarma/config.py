@@ -22,6 +22,8 @@ class ZadarmaConfig(BaseModel):
     api_secret: Credential
     # The clock of the account: call_start is a local "YYYY-MM-DD HH:MM:SS".
     timezone: str = "Europe/Moscow"
+    # Answer NOTIFY_START with a redirect to the owner's extension for a known client.
+    route_known_callers: bool = True
 
     @field_validator("api_secret")
     @classmethod

@@ -171,3 +171,30 @@ async def phones(aiohttp_client: Callable[..., Any], store_url: str) -> Phones:
     """A hub with the telephony plugin (route token set, default route "0") on each store."""
     hub = make_hub(telephony_settings(store_url), extra={"telephony": Telephony})
     return await start_phones(await aiohttp_client(build_app(hub)))
+
+
+# -- the caller card on the manager's screen (/card) ------------------------------------------
+
+ANNA_TOKEN = "anna-token-0123456789"
+DMITRY_TOKEN = "dmitry-token-0123456789"
+HEAD_TOKEN = "head-token-0123456789"
+
+
+def screen_settings(store_url: str, **section: Any) -> Any:
+    """The telephony settings with a manager token for dmitry too (make_settings has head and
+    anna's)."""
+    manager = {"role": "manager"}
+    tokens = {
+        "head": {"token": HEAD_TOKEN, "role": "head"},
+        "anna": {"token": ANNA_TOKEN, **manager, "user": "anna@example.com"},
+        "dmitry": {"token": DMITRY_TOKEN, **manager, "user": "dmitry@example.com"},
+    }
+    telephony = {"route_token": ROUTE_TOKEN, "default_route": "0", **section}
+    return make_settings(store_url, plugins={"telephony": telephony}, api={"tokens": tokens})
+
+
+@pytest.fixture
+async def screens(aiohttp_client: Callable[..., Any], store_url: str) -> Phones:
+    """A hub with the telephony plugin and tokens for anna, dmitry and head, on each store."""
+    hub = make_hub(screen_settings(store_url), extra={"telephony": Telephony})
+    return await start_phones(await aiohttp_client(build_app(hub)))
