@@ -29,7 +29,7 @@ listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/run
 log_path = {d}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u
@@ -117,14 +117,20 @@ class MailServer:
         shutil.rmtree(self.folder / "mail" / user, ignore_errors=True)
 
 
-def start(folder: Path) -> tuple[MailServer, int]:
+def start(folder: Path, tls: tuple[Path, Path] | None = None) -> tuple[MailServer, int]:
+    """Start dovecot in ``folder``; with ``tls`` (certificate, key) it offers STARTTLS."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run").mkdir(exist_ok=True)
     (folder / "mail").mkdir(exist_ok=True)
     os.chmod(folder, 0o755)
     (folder / "users").write_text("")
     port = _free_port()
-    (folder / "dovecot.conf").write_text(CONFIG.format(d=folder, port=port))
+    ssl = "ssl = no"
+    if tls is not None:
+        for source in tls:
+            shutil.copy(source, folder / source.name)
+        ssl = f"ssl = yes\nssl_cert = <{folder / tls[0].name}\nssl_key = <{folder / tls[1].name}"
+    (folder / "dovecot.conf").write_text(CONFIG.format(d=folder, port=port, ssl=ssl))
     shutil.chown(folder / "mail", "dovecot", "dovecot")
     # dovecot forks and keeps what it was given as stdout open: never a pipe here.
     subprocess.run(

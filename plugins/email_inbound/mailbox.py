@@ -276,7 +276,9 @@ async def _starttls(
     protocol = client.protocol
     if "STARTTLS" not in protocol.capabilities:
         raise MailboxRefused('the server does not offer STARTTLS: use security = "tls"')
-    response = await asyncio.wait_for(protocol.simple_command("STARTTLS"), timeout)
+    # aioimaplib knows the command but offers no method for it: sent as the library sends any
+    command = aioimaplib.aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+    response = await asyncio.wait_for(protocol.execute(command), timeout)
     await _ok(response, "STARTTLS")
     loop = asyncio.get_running_loop()
     transport = await loop.start_tls(protocol.transport, protocol, context, server_hostname=host)

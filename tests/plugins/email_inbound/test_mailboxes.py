@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +20,7 @@ from hub.context import Hub
 from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent, Task
 from plugins.email_inbound.channel import EmailInbound
 from tests.conftest import make_hub, make_settings, wait_for
-from tests.dovecot import PASSWORD, MailServer
+from tests.dovecot import DOVECOT, PASSWORD, MailServer, start
 
 SALES = "sales@example.com"
 
@@ -299,5 +303,38 @@ async def test_mail_from_the_companys_own_domain_and_the_block_list_is_skipped(
 
         assert sorted(r["skipped"] for r in found) == ["blocked", "own_address"]
         assert await rows(hub, select(Deal.id)) == []
+    finally:
+        await hub.stop()
+
+
+@pytest.fixture
+def tls_mail_server(tmp_path: Path) -> Iterator[MailServer]:
+    """A dovecot offering STARTTLS with a self-signed certificate."""
+    if not os.path.exists(DOVECOT) or os.geteuid() != 0:
+        pytest.skip("needs dovecot-imapd, run as root")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    folder = Path(f"/tmp/hub-dovecot-tls-{os.getpid()}")
+    server, pid = start(folder, tls=(cert, key))
+    server.add_user(SALES)
+    yield server
+    os.kill(pid, 15)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_a_mailbox_read_over_starttls_files_its_letters(tls_mail_server, sqlite_url):
+    tls_mail_server.deliver(SALES, letter()[0])
+    settings = mailbox_settings(
+        tls_mail_server, sqlite_url, security="starttls", validate_certs=False
+    )
+    hub = make_hub(settings, extra={"email_inbound": EmailInbound})
+    await hub.start()
+    try:
+        [result] = await filed(hub, 1)
+        assert result["decision"] == "new_contact"
     finally:
         await hub.stop()
