@@ -53,6 +53,7 @@ def test_real_secrets_of_32_characters_may_listen_publicly(monkeypatch):
     monkeypatch.setenv("HUB__API__TOKENS__ANNA__TOKEN", REAL[::-1])
     monkeypatch.setenv("HUB__PLUGINS__WEBFORMS__FORMS__PARTNER__SECRET", REAL.upper())
     monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__ROUTE_TOKEN", REAL[1:] + "x")
+    monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__WEBHOOK_SECRET", REAL[2:] + "yz")
     result = check()
     assert result.exit_code == 0, result.output
 
@@ -65,6 +66,7 @@ def test_a_short_secret_on_a_public_address_is_refused_with_its_length(monkeypat
         "HUB__PLUGINS__WEBFORMS__FORMS__PARTNER__SECRET", "partner-secret-31-characters-xx"
     )
     monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__ROUTE_TOKEN", REAL)
+    monkeypatch.setenv("HUB__PLUGINS__TELEPHONY__WEBHOOK_SECRET", REAL)
     result = check()
     assert result.exit_code == 2
     assert "plugins.webforms.forms.partner.secret: 31 characters is too short" in result.output
