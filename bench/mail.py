@@ -1,6 +1,6 @@
 """Inbound email benchmark: letters read, understood and filed per second, IMAP included.
 
-    .venv/bin/python -m bench.email [--letters 10000] [--store sqlite|postgresql]
+    .venv/bin/python -m bench.mail [--letters 10000] [--store sqlite|postgresql]
 
 A dovecot of its own (as the tests start it, :mod:`tests.dovecot`) gets ``--letters``
 letters by IMAP APPEND: inquiries from distinct senders, a fifth of them replies to an
