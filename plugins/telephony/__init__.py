@@ -42,6 +42,7 @@ from plugins.telephony.calls import CHANNEL
 from plugins.telephony.card import CallerCards
 from plugins.telephony.config import TelephonyConfig
 from plugins.telephony.filing import CallFiling
+from plugins.telephony.one_hop import OneHopReads
 from plugins.telephony.rings import Rings
 from plugins.telephony.routing import Owner, Router, find_owner
 from plugins.telephony.screen import Screen
@@ -69,6 +70,9 @@ class Telephony:
             self.find_owner, config.default_route, config.route_deadline.total_seconds()
         )
         self.screen = Screen(hub, self)
+        # SQLite: a card's reads in one thread hop (plugins/telephony/one_hop.py)
+        store = hub.intake.store
+        self.one_hop = OneHopReads(store.url) if store.is_sqlite else None
         self.rings = Rings(hub.intake.store, self.screen.ring)
         self.filing = CallFiling(self)
         secret = config.webhook_secret
@@ -92,6 +96,8 @@ class Telephony:
     @hookimpl
     async def hub_shutdown(self) -> None:
         await self.router.close()
+        if self.one_hop is not None:
+            self.one_hop.close()
         await self.rings.close()
         await self.screen.close()
 
@@ -112,12 +118,19 @@ class Telephony:
 
     async def card(self, e164: str, viewer: int | None) -> dict[str, object]:
         """The caller card of a normalized number as ``viewer`` (a manager's id) sees it."""
-        async with self.hub.read() as reader:
-            return await self.cards.card(
-                reader, e164, viewer=viewer, catalog=self.hub.catalog, now=utcnow()
+        now, catalog = utcnow(), self.hub.catalog
+        if self.one_hop is not None:
+            return await self.one_hop.read(
+                lambda reader: self.cards.card(
+                    reader, e164, viewer=viewer, catalog=catalog, now=now
+                )
             )
+        async with self.hub.read() as reader:
+            return await self.cards.card(reader, e164, viewer=viewer, catalog=catalog, now=now)
 
     async def find_owner(self, e164: str) -> Owner | None:
+        if self.one_hop is not None:
+            return await self.one_hop.read(lambda reader: find_owner(reader, e164))
         async with self.hub.read() as reader:
             return await find_owner(reader, e164)
 

@@ -91,7 +91,8 @@ async def test_a_failing_store_gets_the_default_route(
 
 async def test_a_store_that_does_not_answer_still_routes_within_the_deadline(phones: Phones):
     """A real stuck store: PostgreSQL with the contact points locked by another transaction,
-    SQLite with every reader connection taken (the lookup waits for one)."""
+    SQLite with every reader connection taken, the card's one-hop ones too (the lookup
+    waits for one)."""
     await phones.add_client("Иван Петров", "8 (912) 345-67-89")
     store = phones.hub.store
     async with contextlib.AsyncExitStack() as held:
@@ -99,6 +100,11 @@ async def test_a_store_that_does_not_answer_still_routes_within_the_deadline(pho
             pool: Any = store.reader.pool
             for _ in range(pool.size() + pool._max_overflow):
                 await held.enter_async_context(store.reader.connect())
+            # and the caller card's own one-hop readers (plugins/telephony/one_hop.py)
+            one_hop = phones.plugin.one_hop
+            assert one_hop is not None
+            for _ in range(one_hop.engine.pool.size()):
+                held.enter_context(one_hop.engine.connect())
         else:
             conn = await held.enter_async_context(store.write())
             await conn.exec_driver_sql("LOCK TABLE contact_points IN ACCESS EXCLUSIVE MODE")
