@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from hub import api
+from hub import api, unsubscribe
 from hub.context import Hub
 from hub.logging import malformed_requests
 from hub.store.types import utcnow
@@ -250,6 +250,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_routes(unsubscribe.routes)  # recipients follow these links: no token
     if hub.settings.api.enabled:
         app.router.add_routes(api.routes)
     app.router.add_routes(hub.plugins.routes(hub.view))  # type: ignore[arg-type]

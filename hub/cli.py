@@ -198,6 +198,7 @@ def db_upgrade(ctx: click.Context) -> None:
 def _register() -> None:
     from hub.commands import (
         calls,
+        campaigns,
         companies,
         contacts,
         deals,
@@ -223,6 +224,9 @@ def _register() -> None:
     main.add_command(companies.companies)
     main.add_command(imports.import_, "import")
     main.add_command(dedupe.dedupe)
+    main.add_command(campaigns.segments)
+    main.add_command(campaigns.campaigns)
+    main.add_command(campaigns.consents)
 
 
 _register()

@@ -34,6 +34,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hub.campaigns.audience import Audience
+
 ENV_PREFIX = "HUB__"
 CONFIG_ENV = "HUB_CONFIG"
 
@@ -430,6 +432,39 @@ class NotificationsSection(Section):
         return check_hours(value, "quiet_hours")
 
 
+class CampaignsSection(Section):
+    """How campaigns are sent (the segments are ``[segments.NAME]``, the gateways plugins)."""
+
+    # The hub's address as recipients reach it: unsubscribe links point here.
+    public_url: str = "http://127.0.0.1:8080"
+    # Hours when no campaign message goes out, in each recipient's own timezone (from the
+    # phone number's region, else ``timezone``). A campaign may set its own.
+    quiet_hours: str | None = "21:00-09:00"
+    # The timezone of a recipient whose own is not known; empty: hub.timezone.
+    timezone: str | None = None
+    # How often the sender looks for due messages when nothing woke it.
+    poll_every: Duration = timedelta(seconds=1)
+    # A send not finished this long after it was claimed is taken as cut off by a crash.
+    lease: Duration = timedelta(seconds=60)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        return check_hours(value, "quiet_hours")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else HubSection._known_timezone(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class RulesSection(Section):
     """When the rules engine's jobs run."""
 
@@ -487,6 +522,8 @@ class Settings(BaseSettings):
     assignment: AssignmentSection = AssignmentSection()
     rules: RulesSection = RulesSection()
     notifications: NotificationsSection = NotificationsSection()
+    campaigns: CampaignsSection = CampaignsSection()
+    segments: dict[str, Audience] = {}
     plugins: dict[str, dict[str, Any]] = {}
 
     # Where the file was read from; relative paths in it are resolved against its folder.

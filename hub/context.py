@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import events, scheduler
 from hub.attachments import Attachments
 from hub.audit import run_audits
+from hub.campaigns.desk import CampaignDesk
+from hub.campaigns.gateway import Gateway
+from hub.campaigns.sender import CampaignSender
 from hub.config import ConfigError, Settings
 from hub.deals import Actor, Change, DealWriter, Reaction, Refusal, StoreReader
 from hub.domain.lead import Lead
@@ -71,6 +74,11 @@ class PluginView:
         """Turns "tell the owner" into outbox rows (hand them to ``deals`` with their cause)."""
         return self._hub.notifications
 
+    @property
+    def campaigns(self) -> CampaignDesk:
+        """Where a campaign gateway reports deliveries and opt-outs (a STOP reply)."""
+        return self._hub.campaigns
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[StoreReader]:
         """A read-only connection: ``await reader.execute(select(...))``."""
@@ -105,11 +113,16 @@ class Hub:
         self.notifiers: dict[str, Notifier] = {}
         self.templates = Templates(settings.notification_templates_path)
         self.sender: Sender | None = None
+        self.gateways: dict[str, Gateway] = {}
+        self.campaign_sender: CampaignSender | None = None
         self.notifications = Notifications(settings, lambda: self.notifiers, lambda: self.catalog)
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
         reacts = bool(self.plugins.pm.hook.hub_react.get_hookimpls())
         self.deals = DealWriter(
             self.store, lambda: self.catalog, self.guard, self.react if reacts else None
+        )
+        self.campaigns = CampaignDesk(
+            self.store, self.deals, settings, lambda: self.gateways, lambda: self.catalog
         )
         self.events_written = asyncio.Event()
         self.start_workers = start_workers
@@ -201,6 +214,17 @@ class Hub:
                 found[notifier.name] = notifier
         return found
 
+    def _collect_gateways(self) -> dict[str, Gateway]:
+        found: dict[str, Gateway] = {}
+        for gateways in self.plugins.pm.hook.hub_campaign_gateways(hub=self.view):
+            for gateway in gateways or ():
+                if not isinstance(gateway, Gateway):
+                    raise TypeError(f"hub_campaign_gateways returned {gateway!r}, not a Gateway")
+                if gateway.name in found:
+                    raise ConfigError(f"two plugins send campaigns as {gateway.name!r}")
+                found[gateway.name] = gateway
+        return found
+
     def matchers(self) -> list[Any]:
         """Matchers the enabled plugins add to the built-in ones (``hub_matchers``)."""
         return [
@@ -216,6 +240,8 @@ class Hub:
         async with self.store.write() as conn:
             self.catalog = await sync_config(conn, self.settings)
         self.notifiers = self._collect_notifiers()
+        self.gateways = self._collect_gateways()
+        await self.campaigns.load_key()
         await self.intake.start()
         pipeline = LeadPipeline(
             self.catalog, self.settings, self.reserve, self.deals, self.matchers()
@@ -248,6 +274,11 @@ class Hub:
             )
             self._worker_tasks.append(
                 asyncio.create_task(self.sender.run(), name="notification-sender")
+            )
+        if self.start_workers and self.gateways:
+            self.campaign_sender = CampaignSender(self.campaigns, self.gateways)
+            self._worker_tasks.append(
+                asyncio.create_task(self.campaign_sender.run(), name="campaign-sender")
             )
         every = self.settings.rules.audit_every
         audits = self.plugins.pm.hook.hub_audits.get_hookimpls()
@@ -294,8 +325,10 @@ class Hub:
         self.intake.new_events.set()
         if self.sender is not None:
             self.sender.stop()  # sends in flight are cut off; their leases resolve them
+        if self.campaign_sender is not None:
+            self.campaign_sender.stop()
         for task in self._worker_tasks:
-            if task.get_name() in ("audit-schedule", "notification-sender") or (
+            if task.get_name() in ("audit-schedule", "notification-sender", "campaign-sender") or (
                 task.get_name().startswith("job-")
             ):
                 task.cancel()  # a job is cut short; its slot was claimed, its changes atomic

@@ -31,6 +31,7 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from hub.campaigns.gateway import Gateway
     from hub.context import Hub
     from hub.deals import Actor, Change, Reaction, Refusal, StoreReader
     from hub.domain.lead import Lead
@@ -223,4 +224,16 @@ def hub_jobs(hub: Hub) -> list[Job] | None:
     Called once at start-up. With several hub processes on one store exactly one runs
     each slot of each job; a slot missed while the hub was down runs once at start-up.
     A job changes the store through ``hub.deals`` like anything else.
+    """
+
+
+@hookspec
+def hub_campaign_gateways(hub: Hub) -> list[Gateway] | None:
+    """Return the gateways this plugin sends campaign messages through
+    (:class:`hub.campaigns.gateway.Gateway`: SMS providers, an SMTP account).
+
+    Called once at start-up. A campaign names its gateway, or takes the first one for its
+    channel; the hub's campaign sender claims the outbox's rows at the gateway's ``rate``
+    and hands each to ``send``. Delivery reports and replies come back through
+    ``hub.campaigns`` (:class:`hub.campaigns.gateway.CampaignDesk`).
     """

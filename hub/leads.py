@@ -50,6 +50,7 @@ from hub.deals.changes import (
     RecordLead,
     Reopen,
     RepeatInquiry,
+    SetConsent,
     UpdateContact,
     ref_id,
     split_external_id,
@@ -366,6 +367,19 @@ class LeadPipeline:
         records = self._deal_changes(plans, now, changes)
         changes += self._flags(reviews, "intake")
         changes += [self._activity(plan) for plan in plans]
+        # A form's "I agree to receive news" box: consent, with where it came from.
+        changes += [
+            SetConsent(
+                contact=plan.contact.ref,
+                channel=channel,
+                granted=True,
+                source=f"{plan.lead.channel}:{plan.lead.consent_source or 'lead'}"[:100],
+            )
+            for plan in plans
+            if plan.contact is not None
+            for channel, granted in plan.lead.consents.items()
+            if granted
+        ]
         changes += records
         await self.writer.apply_in(conn, changes, LEAD_PIPELINE, now)
         return [record.result() for record in records]

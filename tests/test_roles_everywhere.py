@@ -35,6 +35,9 @@ ID_KINDS = {
     "/api/v1/companies/{id}": "companies",
     "/api/v1/leads/{id}": "leads",
     "/api/v1/attachments/{sha256}": "attachments",
+    # Campaigns and segments are for heads and admins: a manager is refused whatever the id.
+    "/api/v1/campaigns/{id}": "campaigns",
+    "/api/v1/segments/{name}/preview": "segments",
 }
 # What the objects in a list named so are, wherever the list is.
 NESTED = {
@@ -323,6 +326,8 @@ async def urls_of(client: Any, truth: Truth, route: str) -> list[str]:
             "companies": sorted(truth.companies),
             "leads": truth.leads,
             "attachments": truth.attachments,
+            "campaigns": [1, 2],
+            "segments": ["wholesale", "nobody"],
         }[kind]
         assert ids, f"{route}: the store has no {kind} to ask for"
         name = re.search(r"\{(\w+)\}", route).group(1)  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from hub.deals import changes as ch
 from hub.deals import events as ev
 from hub.domain.normalize import phone_point
 from hub.hookspecs import hookimpl
-from hub.store.models import Base, Deal, DomainEvent, Task, User
+from hub.store.models import Base, Contact, Deal, DomainEvent, Task, User
 from hub.store.types import utcnow
 from tests.conftest import make_hub, make_settings
 from tests.test_plugins import plugins_section
@@ -246,6 +246,29 @@ async def test_every_change_kind_writes_its_event_in_the_same_transaction(store_
                     violation_id=found.id, rule="overdue_task", subject="task", subject_id=task.id
                 )
             ],  # type: ignore[arg-type]
+            SYSTEM,
+        )
+        campaign = ch.CreateCampaign(
+            name="Семинар",
+            channel="sms",
+            gateway="smsru",
+            segment="all",
+            audience={},
+            text="Приглашаем на семинар",
+        )
+        await hub.deals.apply(
+            [
+                ch.SetConsent(contact=contact.id, channel="sms", granted=True, source="api"),
+                ch.SetConsent(contact=other.id, channel="sms", granted=False, source="api"),
+                campaign,
+            ],  # type: ignore[arg-type]
+            SYSTEM,
+        )
+        start = ch.StartCampaign(campaign_id=campaign.id, recipients=select(Contact.id))  # type: ignore[arg-type]
+        await hub.deals.apply([start], SYSTEM)
+        assert start.queued == 1
+        await hub.deals.apply(
+            [ch.SetCampaignState(campaign_id=campaign.id, state="paused")],  # type: ignore[arg-type]
             SYSTEM,
         )
         merge_co = ch.MergeCompanies(keep=company.id, other=company.id)  # type: ignore[arg-type]

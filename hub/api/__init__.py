@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub.api import deals, people, review, spec, tasks
+from hub.api import campaigns, deals, people, review, spec, tasks
 from hub.api.common import HUB_KEY, OPENAPI_PATH, api_not_found_middleware, auth_middleware
 
 
@@ -25,6 +25,7 @@ routes: list[web.AbstractRouteDef] = [
     *tasks.routes,
     *people.routes,
     *review.routes,
+    *campaigns.routes,
 ]
 
 __all__ = ["HUB_KEY", "api_not_found_middleware", "auth_middleware", "routes"]

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from hub.api import deals, people, tasks
+from hub.api import campaigns, deals, people, tasks
+from hub.campaigns.audience import Audience
 
 BASE = Path(__file__).with_name("openapi.json")
 
@@ -147,6 +148,40 @@ WRITES: list[tuple[str, str, type[BaseModel] | None, str, str, str]] = [
     ),
 ]
 
+# Segments and campaigns (head, admin). Not idempotent by key: a campaign's name is unique,
+# and starting one twice is refused.
+CAMPAIGNS: list[tuple[str, str, type[BaseModel] | None, str, str]] = [
+    (
+        "get",
+        "/api/v1/segments/{name}/preview",
+        None,
+        "A segment's size, consent counts, a sample",
+        "200",
+    ),
+    ("post", "/api/v1/segments/preview", Audience, "The same for a filter in the body", "200"),
+    ("get", "/api/v1/campaigns", None, "Every campaign with its state", "200"),
+    ("post", "/api/v1/campaigns", campaigns.NewCampaign, "A draft campaign", "201"),
+    (
+        "get",
+        "/api/v1/campaigns/{id}",
+        None,
+        "Messages by state, skips, deals that came of it",
+        "200",
+    ),
+    ("post", "/api/v1/campaigns/{id}/dry-run", None, "Render every message, send nothing", "200"),
+    ("post", "/api/v1/campaigns/{id}/start", None, "Write the outbox; the hub sends it", "200"),
+    ("post", "/api/v1/campaigns/{id}/pause", None, "Stop sending for now", "200"),
+    ("post", "/api/v1/campaigns/{id}/resume", None, "Go on sending", "200"),
+    ("post", "/api/v1/campaigns/{id}/cancel", None, "Stop for good", "200"),
+    (
+        "post",
+        "/api/v1/contacts/{id}/consents",
+        campaigns.NewConsent,
+        "Record a contact's consent to advertising on a channel, or its withdrawal",
+        "201",
+    ),
+]
+
 _PROBLEM = {
     "type": "object",
     "description": "RFC 9457 problem document",
@@ -182,6 +217,37 @@ def document() -> bytes:
             operation["responses"].setdefault(
                 "409", {"description": "a phone or email belongs to another contact (named)"}
             )
+        if model is not None:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas[name] = sub
+            schemas[model.__name__] = schema
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                    }
+                },
+            }
+        spec["paths"].setdefault(path, {})[method] = operation
+    for method, path, model, summary, ok in CAMPAIGNS:
+        parameters = [_ID] if "{id}" in path else []
+        if "{name}" in path:
+            parameters = [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        operation = {
+            "summary": summary,
+            "tags": ["campaigns"],
+            "parameters": parameters,
+            "responses": {
+                ok: {"description": "OK"},
+                **copy.deepcopy(_COMMON),
+                "403": {"description": "needs a head or admin token"},
+                "409": {"description": "cannot be done now, and why"},
+            },
+        }
         if model is not None:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, sub in schema.pop("$defs", {}).items():

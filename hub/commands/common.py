@@ -89,6 +89,8 @@ async def offline_hub(settings: Settings) -> AsyncIterator[Hub]:
             # The daemon never ran on this store: bring its pipelines and users in.
             async with hub.store.write() as conn:
                 hub.catalog = await sync_config(conn, settings)
+        hub.gateways = hub._collect_gateways()
+        await hub.campaigns.load_key()
         yield hub
     finally:
         await hub.store.close()

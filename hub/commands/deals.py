@@ -340,3 +340,163 @@ def deals_show(ctx: click.Context, deal_id: int, as_user: str | None) -> None:
     for event in card["events"]:
         actor = event["payload"].get("actor", {})
         click.echo(f"  {at(event['occurred_at'])}  {event['type']}  by {actor.get('name', '-')}")
+
+
+# -- mail from a deal ------------------------------------------------------------------------
+#
+# The core does not know the mail channel. A notifier (``hub_notifiers``) that sends letters a
+# person writes on a deal says so with ``deal_letters = "email"`` (the kind of activity it
+# records) and ``async draft(conn, deal_id, {"subject", "text", "to"}, viewer)``, which checks
+# the body as its HTTP route does and returns the letter as changes for the writer (the
+# activity with its Message-ID and the outbox row), plus ``to``, ``message_id`` and ``key``
+# (the outbox row's). The command writes those changes through the writer, as the route does;
+# the hub's sender delivers the row once.
+
+LETTER = "email"
+_FIELDS = {"subject": "--subject", "text": "--text", "to": "--to"}
+
+
+class _NoMailer(Exception):
+    """No enabled plugin sends letters from deals."""
+
+
+@deals.command("email")
+@click.argument("deal_id", type=int)
+@click.option("--subject", required=True, help="The letter's subject, one line.")
+@click.option("--text", default=None, help="The letter's text (else --text-file or stdin).")
+@click.option(
+    "--text-file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    metavar="FILE",
+    help="Read the text from FILE ('-': stdin).",
+)
+@click.option(
+    "--to", default=None, metavar="ADDRESS", help="Write here, not to the contact's email."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Wait this long for the running daemon to send it, and say how it went.",
+)
+@as_option
+@click.pass_context
+def deals_email(
+    ctx: click.Context,
+    deal_id: int,
+    subject: str,
+    text: str | None,
+    text_file: Any,
+    to: str | None,
+    wait: float | None,
+    as_user: str | None,
+) -> None:
+    """Write to deal DEAL_ID's contact, as POST /api/v1/deals/{id}/emails does.
+
+    The letter is recorded on the deal as an outgoing email with its Message-ID (the
+    client's reply comes back to the deal) and queued in the notification outbox, in one
+    transaction; the running daemon sends it once (a send cut off by a crash is held for
+    review, never repeated). Exits 1 for a deal that does not exist (or, with --as a
+    manager, is not theirs), a contact without an email and no --to, or when sending mail
+    is not configured; with --wait, also when the letter failed or is not sent in time.
+    """
+    from pydantic import ValidationError
+
+    from hub.deals import NotFound, Refused
+
+    if text is not None and text_file is not None:
+        raise click.UsageError("give the text once: --text or --text-file")
+    if text is None:
+        stream = text_file or click.open_file("-", encoding="utf-8")
+        if text_file is None and stream.isatty():
+            raise click.UsageError("the letter's text: --text, --text-file FILE or on stdin")
+        text = stream.read()
+    settings = _settings(ctx)
+    fields = {"subject": subject, "text": text, "to": to}
+
+    async def go() -> tuple[Any, dict[str, Any] | None]:
+        async with offline_hub(settings) as hub:
+            actor = await acting_as(hub, as_user)
+            mailers = [
+                n
+                for n in hub._collect_notifiers().values()
+                if getattr(n, "deal_letters", None) == LETTER
+            ]
+            if not mailers:
+                raise _NoMailer
+            viewer = actor.user_id if actor.limited_to_own else None
+            async with hub.store.read() as conn:
+                letter = await mailers[0].draft(conn, deal_id, fields, viewer)
+            await hub.deals.apply(letter.changes, actor)
+            outcome = await _outcome(hub.store, letter.key, wait) if wait is not None else None
+            return letter, outcome
+
+    try:
+        letter, outcome = _run(go())
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = str(problem["loc"][0]) if problem["loc"] else ""
+        raise click.BadParameter(
+            problem["msg"].removeprefix("Value error, "), param_hint=_FIELDS.get(where, where)
+        ) from None
+    except NotFound:
+        click.echo(f"no deal {deal_id}", err=True)
+        sys.exit(1)
+    except Refused as refused:
+        for refusal in refused.refusals:
+            if refusal.change is None and refusal.field == "to":
+                click.echo(
+                    f"deal {deal_id}: the contact has no email; give one with --to", err=True
+                )
+            else:
+                click.echo(f"refused: {refusal.reason}", err=True)
+        sys.exit(1)
+    except _NoMailer:
+        click.echo(
+            "sending mail is not configured: no enabled plugin sends letters from deals "
+            "(the mail channel's SMTP account; see `hub plugins`)",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"deal {deal_id}: letter to {letter.to} queued, Message-ID <{letter.message_id}>")
+    if outcome is None:
+        click.echo("the running daemon sends it (`hub notifications list` shows how it went)")
+        return
+    state, error = outcome["state"], outcome["last_error"]
+    if state == "sent":
+        click.echo(f"sent to {letter.to}")
+        return
+    if state in ("failed", "review"):
+        click.echo(f"not sent ({state}): {error or '-'}", err=True)
+    else:
+        click.echo(
+            f"still {state} after {wait:g} s"
+            + (f" ({error})" if error else "")
+            + ": is the daemon running? (`hub notifications list`)",
+            err=True,
+        )
+    sys.exit(1)
+
+
+async def _outcome(store: Any, key: str, wait: float) -> dict[str, Any]:
+    """The outbox row's state once it is sent, failed or held, or after ``wait`` seconds."""
+    import asyncio
+
+    from hub.store.models import Notification
+
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    while True:
+        async with store.read() as conn:
+            row = (
+                await conn.execute(
+                    select(Notification.state, Notification.last_error).where(
+                        Notification.key == key
+                    )
+                )
+            ).one()
+        if row.state in ("sent", "failed", "review") or loop.time() >= until:
+            return {"state": row.state, "last_error": row.last_error}
+        await asyncio.sleep(min(0.5, max(0.0, until - loop.time())))

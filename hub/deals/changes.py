@@ -442,3 +442,65 @@ class QueueNotification(Creates):
 
 
 ALL = (*ALL, QueueNotification)
+
+
+# -- consent and campaigns -------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SetConsent(Change):
+    """A contact agreed to advertising on ``channel`` (sms, email), or withdrew: a form's
+    checkbox, an import column, the API, an unsubscribe link, a STOP reply, a hard bounce.
+    The latest word stands; each is an event, so the history says who, how and when."""
+
+    kind: ClassVar[str] = "set_consent"
+    contact: ContactRef
+    channel: Literal["sms", "email"]
+    granted: bool
+    source: str  # "form:contact-us", "import:clients.csv", "unsubscribe:campaign:4", "smsru:reply"
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class CreateCampaign(Creates):
+    """A campaign, as a draft: who (the segment's filter, kept as it is now), through what,
+    what it says, how fast and when not."""
+
+    kind: ClassVar[str] = "create_campaign"
+    name: str
+    channel: Literal["sms", "email"]
+    gateway: str
+    segment: str
+    audience: dict[str, Any]
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    service: bool = False
+    rate: float = 10.0
+    quiet_hours: str | None = None
+    start_at: datetime | None = None
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class StartCampaign(Change):
+    """Write the campaign's outbox: one row per contact of its segment, in one statement,
+    the ones it must not reach skipped with the reason. ``recipients`` is the segment's
+    ``SELECT contacts.id`` (:func:`hub.campaigns.segments.contact_ids`); the counts are
+    set by the writer."""
+
+    kind: ClassVar[str] = "start_campaign"
+    campaign_id: int
+    recipients: Any  # a SQLAlchemy Select of contact ids
+    queued: int = field(default=0, init=False)
+    skipped: dict[str, int] = field(default_factory=dict, init=False)
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class SetCampaignState(Change):
+    """Pause, resume or finish a running campaign."""
+
+    kind: ClassVar[str] = "set_campaign_state"
+    campaign_id: int
+    state: Literal["running", "paused", "finished", "cancelled"]
+
+
+ALL = (*ALL, SetConsent, CreateCampaign, StartCampaign, SetCampaignState)

@@ -365,6 +365,51 @@ class RuleResolved(Event):
     on_id: int
 
 
+# -- consent and campaigns -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentGiven(Event):
+    type: ClassVar[str] = "consent.given"
+    subject: ClassVar[str] = "contact"
+    channel: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentWithdrawn(Event):
+    type: ClassVar[str] = "consent.withdrawn"
+    subject: ClassVar[str] = "contact"
+    channel: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignCreated(Event):
+    type: ClassVar[str] = "campaign.created"
+    subject: ClassVar[str] = "campaign"
+    name: str
+    channel: str
+    segment: str
+    service: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignStarted(Event):
+    type: ClassVar[str] = "campaign.started"
+    subject: ClassVar[str] = "campaign"
+    queued: int
+    skipped: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignStateChanged(Event):
+    type: ClassVar[str] = "campaign.state_changed"
+    subject: ClassVar[str] = "campaign"
+    state: str
+    was: str
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -396,6 +441,11 @@ EVENTS: dict[str, type[Event]] = {
         DealStale,
         RuleViolated,
         RuleResolved,
+        ConsentGiven,
+        ConsentWithdrawn,
+        CampaignCreated,
+        CampaignStarted,
+        CampaignStateChanged,
     )
 }
 

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.deals import changes as ch
 from hub.deals import events as ev
 from hub.deals import (
+    write_campaigns,
     write_deals,
     write_notify,
     write_people,
@@ -271,4 +272,8 @@ _WRITERS: dict[type[ch.Change], Callable[[Batch, Any], Awaitable[None]]] = {
     ch.OpenViolation: write_rules.open_violations,
     ch.ResolveViolation: write_rules.resolve_violations,
     ch.QueueNotification: write_notify.queue_notifications,
+    ch.SetConsent: write_campaigns.set_consents,
+    ch.CreateCampaign: write_campaigns.create_campaigns,
+    ch.StartCampaign: write_campaigns.start_campaigns,
+    ch.SetCampaignState: write_campaigns.set_campaign_states,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,8 @@ LEAD_FIELDS = (
     "currency",
     "source",
     "segment",
+    "consent_sms",
+    "consent_email",
     *UTM_FIELDS,
 )
 
@@ -48,6 +50,9 @@ class Lead(BaseModel):
     segment: str | None = None
     utm: dict[str, str] = {}
     custom: dict[str, Any] = {}
+    # Consent to advertising the client gave with the lead (a form's checkbox): sms, email.
+    consents: dict[Literal["sms", "email"], bool] = {}
+    consent_source: str | None = None  # the form's name, the import's file
     external_id: str | None = None  # the client's id in another system (an import's key)
     owner: str | None = None  # email of the manager who should own a new contact (imports)
     pipeline: str | None = None

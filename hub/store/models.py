@@ -458,3 +458,97 @@ class ContactExternalId(Base):
     system: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Consent(Base):
+    """Whether a contact agreed to advertising on a channel (sms, email), where that came
+    from (a form's checkbox, an import column, the API, an unsubscribe link, a STOP reply,
+    a hard bounce) and when. One row per contact and channel: the latest word; the history
+    is in the domain events."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("contact_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(10))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(Base):
+    """A message to a segment through one channel: its template, pace and quiet hours."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # sms | email
+    gateway: Mapped[str] = mapped_column(String(50))
+    segment: Mapped[str] = mapped_column(String(100))
+    # The segment's filter as it was when the campaign was created.
+    audience: Mapped[dict[str, Any]] = mapped_column()
+    subject: Mapped[str | None] = mapped_column(String(300))
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    # A service message (an order, a price change under contract) needs no advertising
+    # consent; an opt-out still holds.
+    service: Mapped[bool] = mapped_column(Boolean, default=False)
+    rate: Mapped[float] = mapped_column()
+    quiet_hours: Mapped[str | None] = mapped_column(String(20))
+    start_at: Mapped[datetime | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default="draft")
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class CampaignMessage(Base):
+    """One recipient of a campaign in the campaign outbox, from queued (or skipped, with
+    the reason) to sent and delivered, failed, or held for review."""
+
+    __tablename__ = "campaign_messages"
+    __table_args__ = (
+        Index(
+            "ix_campaign_messages_due",
+            "gateway",
+            "due_at",
+            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state = 'queued'"),
+        ),
+        Index("ix_campaign_messages_provider", "gateway", "provider_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    contact_id: Mapped[int] = mapped_column(Id, index=True)
+    gateway: Mapped[str] = mapped_column(String(50))
+    address: Mapped[str | None] = mapped_column(String(320))
+    state: Mapped[str] = mapped_column(String(10))
+    skip_reason: Mapped[str | None] = mapped_column(String(30))
+    attempts: Mapped[int] = mapped_column(default=0)
+    due_at: Mapped[datetime] = mapped_column()
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+    parts: Mapped[int | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class GatewayPace(Base):
+    """When a gateway may next be given a message: every hub process books its sends here,
+    so several processes on one store share one rate."""
+
+    __tablename__ = "gateway_pace"
+
+    gateway: Mapped[str] = mapped_column(String(50), primary_key=True)
+    next_at: Mapped[datetime] = mapped_column()

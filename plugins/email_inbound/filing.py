@@ -33,7 +33,7 @@ from sqlalchemy import and_, func, select
 
 from hub.context import PluginView
 from hub.deals import Actor
-from hub.deals.changes import Change, LogActivity, UpdateContact
+from hub.deals.changes import Change, LogActivity, SetConsent, UpdateContact
 from hub.domain.lead import Lead
 from hub.domain.normalize import InvalidPoint, normalize_email
 from hub.intake import idempotency_keys
@@ -211,6 +211,10 @@ class MailFiling:
             for row in rows:
                 bouncing = sorted({*(row.custom or {}).get("bouncing_emails", []), address})
                 changes.append(UpdateContact(contact=row.id, custom={"bouncing_emails": bouncing}))
+                # A hard bounce ends email campaigns to the contact (as an opt-out would).
+                changes.append(
+                    SetConsent(contact=row.id, channel="email", granted=False, source="bounce")
+                )
                 marked.append(row.id)
         if changes:
             await self.hub.deals.apply_in(event.conn, changes, ACTOR, event.now)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from hub.api.common import HUB_KEY, Problem, body, path_id, scope, write
+from hub.deals import NotFound, Refusal, Refused
 from hub.deals.changes import LogActivity, QueueNotification
 from hub.notify import Message, Recipient, Sent, Undeliverable
 from hub.store.models import Activity, ContactPoint, Deal, User
@@ -36,6 +39,7 @@ from plugins.email_notify.smtp import send_failure, session, tls_context
 NOTIFIER = "deal_mail"
 PATH = "/api/v1/deals/{id}/emails"
 KEY_PREFIX = "deal-mail:"  # + the Message-ID without <>: how a reply finds its deal
+NO_ADDRESS = 'the deal\'s contact has no email: give one in "to"'
 
 
 def outbox_key(message_id: str) -> str:
@@ -62,6 +66,9 @@ class DealMail:
     """The ``deal_mail`` notifier: a manager's letter to a client, sent over SMTP."""
 
     name = NOTIFIER
+    # Writes letters a person composes on a deal, recorded as activities of this kind: how
+    # the core's ``hub deals email`` finds it without naming the channel (see :meth:`draft`).
+    deal_letters = "email"
     # A send a crash cut off is held for review: a client must not get the letter twice.
     resend_interrupted = False
 
@@ -94,6 +101,49 @@ class DealMail:
         letter.set_content(data.get("text", "").rstrip() + "\n")
         return letter
 
+    def letter(self, found: Addressed, sent: DealEmail) -> DealLetter:
+        """The letter with a new Message-ID of the sender's domain, as an activity on the deal
+        and a row of the outbox (``deal-mail:<Message-ID>``, how the reply finds the deal)."""
+        message_id = make_msgid(domain=self.config.sender_domain).strip("<>")
+        letter: dict[str, Any] = {
+            "message_id": message_id,
+            "subject": sent.subject,
+            "text": sent.text,
+            "to": found.to,
+            "in_reply_to": found.in_reply_to,
+            "from_name": found.owner_name,
+        }
+        activity = LogActivity(
+            activity="email",
+            direction="out",
+            deal=found.deal_id,
+            contact=found.contact_id,
+            summary=sent.subject,
+            payload={
+                "email": {k: v for k, v in letter.items() if k != "text"} | {"text": sent.text}
+            },
+        )
+        queued = QueueNotification(
+            key=outbox_key(message_id),
+            notifier=NOTIFIER,
+            address=found.to,
+            template=None,
+            context=letter,
+            deal_id=found.deal_id,
+            user_id=found.owner_id,
+        )
+        return DealLetter(message_id=message_id, to=found.to, activity=activity, queued=queued)
+
+    async def draft(
+        self, conn: Any, deal_id: int, fields: Mapping[str, Any], viewer: int | None = None
+    ) -> DealLetter:
+        """The letter the API would write for this body (``subject``, ``text``, ``to``), for
+        callers outside HTTP (``hub deals email``): raises pydantic's ValidationError for a
+        body the API refuses, :class:`NotFound` and :class:`Refused` as :func:`addressed`.
+        Write its ``changes`` through the writer; the hub's sender delivers it."""
+        sent = DealEmail.model_validate({k: v for k, v in fields.items() if v is not None})
+        return self.letter(await addressed(conn, deal_id, sent, viewer), sent)
+
     async def send(self, message: Message) -> Sent:
         try:
             to = email_address(message.address, "recipient")
@@ -117,55 +167,84 @@ async def post_email(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     deal_id = path_id(request)
     sent = await body(request, DealEmail)
-    viewer = scope(request)
     async with hub.store.read() as conn:
-        deal = (
-            await conn.execute(
-                select(Deal.id, Deal.contact_id, Deal.owner_id, User.name.label("owner_name"))
-                .outerjoin(User, User.id == Deal.owner_id)
-                .where(Deal.id == deal_id)
-            )
-        ).first()
-        if deal is None or (viewer is not None and deal.owner_id != viewer):
-            raise Problem(404, f"deal {deal_id} not found")
-        to = sent.to or await _contact_email(conn, deal.contact_id)
-        if to is None:
-            raise Problem(422, 'the deal\'s contact has no email: give one in "to"')
-        last = await _last_received(conn, deal_id)
+        try:
+            found = await addressed(conn, deal_id, sent, scope(request))
+        except NotFound:
+            raise Problem(404, f"deal {deal_id} not found") from None
+        except Refused as refused:
+            raise Problem(422, str(refused)) from None
     if NOTIFIER not in hub.notifiers:
         raise Problem(503, "sending mail is not configured ([plugins.email_inbound.smtp])")
     sender: DealMail = hub.notifiers[NOTIFIER]  # type: ignore[assignment]
-    message_id = make_msgid(domain=sender.config.sender_domain).strip("<>")
-    letter: dict[str, Any] = {
-        "message_id": message_id,
-        "subject": sent.subject,
-        "text": sent.text,
-        "to": to,
-        "in_reply_to": last,
-        "from_name": deal.owner_name,
-    }
-    activity = LogActivity(
-        activity="email",
-        direction="out",
-        deal=deal_id,
-        contact=deal.contact_id,
-        summary=sent.subject,
-        payload={"email": {k: v for k, v in letter.items() if k != "text"} | {"text": sent.text}},
-    )
-    queued = QueueNotification(
-        key=outbox_key(message_id),
-        notifier=NOTIFIER,
-        address=to,
-        template=None,
-        context=letter,
-        deal_id=deal_id,
-        user_id=deal.owner_id,
-    )
+    letter = sender.letter(found, sent)
 
     async def respond(_conn: Any) -> tuple[int, Any]:
-        return 201, {"message_id": message_id, "to": to, "activity_id": activity.id}
+        return 201, letter.result()
 
-    return await write(request, [activity, queued], respond)
+    return await write(request, letter.changes, respond)
+
+
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """Where a letter from a deal goes: the deal, its contact's address, the thread."""
+
+    deal_id: int
+    contact_id: int | None
+    owner_id: int | None
+    owner_name: str | None
+    to: str
+    in_reply_to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DealLetter:
+    """A letter from a deal, ready for the writer: the outgoing ``email`` activity and the
+    outbox row that sends it, written in one batch (``changes``)."""
+
+    message_id: str
+    to: str
+    activity: LogActivity
+    queued: QueueNotification
+
+    @property
+    def changes(self) -> list[Any]:
+        return [self.activity, self.queued]
+
+    @property
+    def key(self) -> str:
+        """The outbox row's key: how its state is found after the write."""
+        return self.queued.key
+
+    def result(self) -> dict[str, Any]:
+        """What the API answers (after the write, when the activity has its id)."""
+        return {"message_id": self.message_id, "to": self.to, "activity_id": self.activity.id}
+
+
+async def addressed(conn: Any, deal_id: int, sent: DealEmail, viewer: int | None) -> Addressed:
+    """The deal (``viewer``: only a deal of this owner) and the address to write to: ``to``,
+    else its contact's email. :class:`NotFound` without such a deal, :class:`Refused` without
+    an address."""
+    deal = (
+        await conn.execute(
+            select(Deal.id, Deal.contact_id, Deal.owner_id, User.name.label("owner_name"))
+            .outerjoin(User, User.id == Deal.owner_id)
+            .where(Deal.id == deal_id)
+        )
+    ).first()
+    if deal is None or (viewer is not None and deal.owner_id != viewer):
+        raise NotFound("deal", deal_id)
+    to = sent.to or await _contact_email(conn, deal.contact_id)
+    if to is None:
+        raise Refused([Refusal(None, NO_ADDRESS, field="to")])
+    return Addressed(
+        deal_id=deal_id,
+        contact_id=deal.contact_id,
+        owner_id=deal.owner_id,
+        owner_name=deal.owner_name,
+        to=to,
+        in_reply_to=await _last_received(conn, deal_id),
+    )
 
 
 async def _contact_email(conn: Any, contact_id: int | None) -> str | None:

@@ -25,6 +25,7 @@ from hub.hookspecs import hookimpl
 from hub.logging import debug_enabled
 from hub.notify import Message, Notifier, Recipient, RetryLater, Sent, Undeliverable
 from hub.plugins import PluginConfigError
+from plugins.email_notify.campaigns import CampaignMail
 from plugins.email_notify.config import EmailNotifyConfig, email_address
 from plugins.email_notify.letter import compose
 from plugins.email_notify.smtp import send_failure, session, startup_failure, tls_context
@@ -49,12 +50,21 @@ class EmailNotifier:
         self.concurrency: int = config.concurrency
         self._tls: ssl.SSLContext | None = None
         self._local_hostname: str | None = None
+        self.campaigns = CampaignMail(config, self._session_needs)
 
     # -- hooks ----------------------------------------------------------------------------
 
     @hookimpl
     def hub_notifiers(self) -> list[Notifier]:
         return [self]
+
+    @hookimpl
+    def hub_campaign_gateways(self) -> list[CampaignMail]:
+        return [self.campaigns]
+
+    @hookimpl
+    async def hub_shutdown(self) -> None:
+        await self.campaigns.close()
 
     @hookimpl
     async def hub_startup(self) -> None:
@@ -106,6 +116,10 @@ class EmailNotifier:
         if debug_enabled("plugins.email_notify"):
             log.debug("email_sent", notification=message.id, to=to, message_id=message_id)
         return Sent(provider_id=message_id)
+
+    async def _session_needs(self) -> tuple[ssl.SSLContext | None, str | None]:
+        await self._prepare()
+        return self._tls, self._local_hostname
 
     async def _prepare(self) -> None:
         """What every session needs, found once: the TLS context, the name to greet with."""

@@ -50,6 +50,11 @@ class EmailNotifyConfig(BaseModel):
     concurrency: int = Field(2, ge=1, le=32)
     # A notification the server keeps deferring (greylisting, a full mailbox) is tried this long.
     retry_for: Duration = timedelta(hours=24)
+    # Campaigns (`hub campaigns`) send through this account too, as the gateway "email":
+    # at most this many messages a second (a campaign may go slower), over this many
+    # connections kept open between messages.
+    campaign_rate: float = Field(5.0, gt=0, le=1000)
+    campaign_connections: int = Field(2, ge=1, le=32)
     # For a self-hosted server: trust this CA bundle (PEM), or check no certificate at all.
     validate_certs: bool = True
     ca_file: Path | None = None

@@ -48,11 +48,10 @@ def tls_context(config: EmailNotifyConfig) -> ssl.SSLContext:
     return context
 
 
-@asynccontextmanager
-async def session(
+async def connect(
     config: EmailNotifyConfig, context: ssl.SSLContext | None, local_hostname: str | None
-) -> AsyncIterator[aiosmtplib.SMTP]:
-    """A connected client, logged in when a user is configured; closed on the way out."""
+) -> aiosmtplib.SMTP:
+    """A connected client, secured and logged in as configured."""
     client = aiosmtplib.SMTP(
         hostname=config.host,
         port=config.smtp_port,
@@ -71,6 +70,19 @@ async def session(
             await client.starttls()
         if config.user and config.password:
             await _login(client, config.user, config.password.get_secret_value())
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+@asynccontextmanager
+async def session(
+    config: EmailNotifyConfig, context: ssl.SSLContext | None, local_hostname: str | None
+) -> AsyncIterator[aiosmtplib.SMTP]:
+    """A connected client, logged in when a user is configured; closed on the way out."""
+    client = await connect(config, context, local_hostname)
+    try:
         yield client
     except BaseException:
         client.close()

@@ -99,6 +99,11 @@ def map_fields(
         elif target.startswith("custom."):
             key = target.removeprefix("custom.")
             lead["custom"][key] = values[0] if len(values) == 1 else values
+        elif target in ("consent_sms", "consent_email"):
+            # A checked box sends its value ("on", "1", "да"); an unchecked one sends nothing.
+            agreed = values[0].lower() not in ("0", "false", "no", "off", "нет")
+            lead.setdefault("consents", {})[target.removeprefix("consent_")] = agreed
+            lead["consent_source"] = form.name or "form"
         elif target == "message":
             lead["message"] = "\n".join(values)
         else:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from hub.context import Hub
-from hub.store.models import Activity, Contact, ContactPoint, Deal, InboxEvent, Task
+from hub.store.models import Activity, Consent, Contact, ContactPoint, Deal, InboxEvent, Task
 from plugins.email_inbound.channel import EmailInbound
 from tests.conftest import make_hub, make_settings, wait_for
 from tests.dovecot import DOVECOT, PASSWORD, MailServer, start
@@ -182,6 +182,14 @@ async def test_a_bounce_marks_the_address_that_failed_on_its_contact(running, ma
     contact = (await rows(running, select(Contact)))[0]
     assert contact.custom["bouncing_emails"] == ["irina@old-firm.ru"]
     assert len(await rows(running, select(Deal.id))) == 1
+    # and email campaigns no longer go to her (an opt-out with the bounce as its source)
+    consent = (await rows(running, select(Consent)))[0]
+    assert (consent.contact_id, consent.channel, consent.granted, consent.source) == (
+        contact.id,
+        "email",
+        False,
+        "bounce",
+    )
 
 
 async def test_a_letter_arriving_while_the_hub_waits_is_a_deal_within_two_seconds(
