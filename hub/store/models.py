@@ -513,10 +513,12 @@ class CampaignMessage(Base):
 
     __tablename__ = "campaign_messages"
     __table_args__ = (
+        # The sender's claim: a campaign's due rows in order, without sorting them all.
         Index(
-            "ix_campaign_messages_due",
-            "gateway",
+            "ix_campaign_messages_claim",
+            "campaign_id",
             "due_at",
+            "id",
             sqlite_where=text("state = 'queued'"),
             postgresql_where=text("state = 'queued'"),
         ),

@@ -19,8 +19,9 @@ class SmscConfig(BaseModel):
     # The sender name (Sender ID) approved for the account; unset: the account's default.
     sender: str | None = None
     base_url: str = "https://smsc.ru"  # the reserve server is https://www2.smsc.ru
-    rate: float = Field(5.0, gt=0, le=100)  # messages a second, at most
-    concurrency: int = Field(4, ge=1, le=32)
+    # Messages a second, at most. SMSC publishes no limit for HTTP; agree a bulk rate with it.
+    rate: float = Field(5.0, gt=0, le=1000)
+    concurrency: int = Field(4, ge=1, le=64)
     timeout: Duration = timedelta(seconds=10)  # one request, connecting included
     # What SMSC signs its callbacks with (md5 of "...:<secret>"). Unset: the password.
     callback_secret: Credential | None = None

@@ -21,6 +21,10 @@ class FakeSmsc:
     script: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
     stall_after_storing: bool = False  # take the message, then never answer (once)
+    # SMSC refuses the same request only within a minute (error 9): a send repeated later
+    # goes out again. False takes every repeat as a new message, counted in ``sends``.
+    refuse_repeats: bool = True
+    sends: dict[str, int] = field(default_factory=dict)  # phone -> messages taken
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -64,9 +68,10 @@ class FakeSmsc:
         assert phone.isdigit(), f"phones go as digits, not {phone!r}"
         if phone in self.refused:
             return _error(self.refused[phone], "описание", id=sms_id)
-        if (sms_id, phone) in self.messages:
+        if self.refuse_repeats and (sms_id, phone) in self.messages:
             return _error(9, "duplicate request, wait a minute")
         self.messages[(sms_id, phone)] = {**form, "status": 0}
+        self.sends[phone] = self.sends.get(phone, 0) + 1
         if self.stall_after_storing:
             self.stall_after_storing = False
             await asyncio.sleep(1.0)
