@@ -446,6 +446,13 @@ class CampaignsSection(Section):
     poll_every: Duration = timedelta(seconds=1)
     # A send not finished this long after it was claimed is taken as cut off by a crash.
     lease: Duration = timedelta(seconds=60)
+    # Delivery reports the provider's callback has not brought are asked for this often
+    # (each gateway's status query), for this long after sending; "0s": never asked.
+    ask_reports_every: Duration = timedelta(minutes=5)
+    ask_reports_for: Duration = timedelta(hours=72)
+    # A recipient's deal created, reopened or won this many days after their message counts
+    # for the campaign in its report.
+    attribution_days: int = Field(30, ge=1, le=365)
 
     @field_validator("quiet_hours")
     @classmethod

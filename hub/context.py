@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub import events, scheduler
 from hub.attachments import Attachments
 from hub.audit import run_audits
+from hub.campaigns.delivery import DeliveryReports
 from hub.campaigns.desk import CampaignDesk
 from hub.campaigns.gateway import Gateway
 from hub.campaigns.sender import CampaignSender
@@ -35,6 +36,11 @@ from hub.store.models import InboxEvent
 from hub.store.ops import Catalog, bump_counter, sync_config
 
 log = structlog.get_logger("hub")
+
+# Background tasks cut short at stop: what they were doing is claimed, leased or atomic.
+CANCELLED_AT_STOP = frozenset(
+    {"audit-schedule", "notification-sender", "campaign-sender", "delivery-reports"}
+)
 
 
 class PluginView:
@@ -115,6 +121,7 @@ class Hub:
         self.sender: Sender | None = None
         self.gateways: dict[str, Gateway] = {}
         self.campaign_sender: CampaignSender | None = None
+        self.delivery_reports: DeliveryReports | None = None
         self.notifications = Notifications(settings, lambda: self.notifiers, lambda: self.catalog)
         # The only way anything changes deals, contacts, tasks...: see hub/deals/writer.py.
         reacts = bool(self.plugins.pm.hook.hub_react.get_hookimpls())
@@ -280,6 +287,11 @@ class Hub:
             self._worker_tasks.append(
                 asyncio.create_task(self.campaign_sender.run(), name="campaign-sender")
             )
+            if self.settings.campaigns.ask_reports_every.total_seconds() > 0:
+                self.delivery_reports = DeliveryReports(self.campaigns, self.gateways)
+                self._worker_tasks.append(
+                    asyncio.create_task(self.delivery_reports.run(), name="delivery-reports")
+                )
         every = self.settings.rules.audit_every
         audits = self.plugins.pm.hook.hub_audits.get_hookimpls()
         if self.start_workers and audits and every.total_seconds() > 0:
@@ -327,10 +339,10 @@ class Hub:
             self.sender.stop()  # sends in flight are cut off; their leases resolve them
         if self.campaign_sender is not None:
             self.campaign_sender.stop()
+        if self.delivery_reports is not None:
+            self.delivery_reports.stop()
         for task in self._worker_tasks:
-            if task.get_name() in ("audit-schedule", "notification-sender", "campaign-sender") or (
-                task.get_name().startswith("job-")
-            ):
+            if task.get_name() in CANCELLED_AT_STOP or (task.get_name().startswith("job-")):
                 task.cancel()  # a job is cut short; its slot was claimed, its changes atomic
         if self._worker_tasks:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)

@@ -25,6 +25,7 @@ from hub.campaigns import outbox
 from hub.campaigns.audience import Audience
 from hub.campaigns.gateway import Channel, DeliveryReport, Gateway
 from hub.campaigns.render import Letter, TemplateInvalid, check, person, sms_length
+from hub.campaigns.report import figures
 from hub.campaigns.segments import (
     UnknownInSegment,
     agreed,
@@ -38,14 +39,13 @@ from hub.deals import changes as ch
 from hub.deals.actors import Actor
 from hub.deals.writer import DealWriter
 from hub.store import Store
-from hub.store.models import Campaign, CampaignMessage, Company, Deal, HubState
+from hub.store.models import Campaign, CampaignMessage, Company, HubState
 from hub.store.ops import Catalog, upsert
 from hub.store.types import utcnow
 
 campaigns_t = Campaign.__table__
 messages_t = CampaignMessage.__table__
 companies_t = Company.__table__
-deals_t = Deal.__table__
 state_t = HubState.__table__
 
 UNSUBSCRIBE_KEY = "campaigns.unsubscribe_key"
@@ -343,30 +343,23 @@ class CampaignDesk:
         return {"campaign": campaign, "states": dict(states), "skipped": dict(skipped)}
 
     async def report(self, ref: int | str) -> dict[str, Any]:
-        """Status, and the deals that came of it: recipients' deals created, and won, after
-        their message was sent."""
+        """Status, delivery, cost, opt-outs, and the deals that came of it
+        (:mod:`hub.campaigns.report`)."""
         status = await self.status(ref)
-        campaign = status["campaign"]
-        m, d = messages_t.c, deals_t.c
-        window = [
-            m.campaign_id == campaign["id"],
-            m.sent_at.is_not(None),
-            d.contact_id == m.contact_id,
-        ]
+        states = status["states"]
         async with self.store.read() as conn:
-            created = await conn.execute(
-                select(func.count(func.distinct(d.id))).where(*window, d.created_at >= m.sent_at)
+            found = await figures(
+                conn, status["campaign"], self.settings.campaigns.attribution_days
             )
-            won = await conn.execute(
-                select(func.count(func.distinct(d.id)), func.coalesce(func.sum(d.amount), 0)).where(
-                    *window, d.status == "won", d.closed_at >= m.sent_at
-                )
-            )
-            won_count, won_amount = won.one()
-        status["deals_created"] = created.scalar_one()
-        status["deals_won"] = won_count
-        status["won_amount"] = won_amount
-        return status
+        return {
+            **status,
+            "recipients": sum(n for state, n in states.items() if state != "skipped"),
+            "delivered": states.get("delivered", 0),
+            "failed": states.get("failed", 0),
+            "review": states.get("review", 0),
+            "waiting": states.get("queued", 0) + states.get("sending", 0),
+            **found,
+        }
 
     # -- consent -------------------------------------------------------------------------
 

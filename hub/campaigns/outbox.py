@@ -7,7 +7,9 @@ known of it:
 
 ``queued`` → ``sending`` (claimed, with the process and a lease) → ``sent`` (the
 provider's id) → ``delivered`` | ``failed``; a transient failure puts it back to
-``queued`` with a later ``due_at``. A ``sending`` row whose lease ran out was cut off
+``queued`` with a later ``due_at``. ``due_at`` is when a row next needs the hub: a
+queued one to be sent, a sent one to have its delivery report asked for (where the
+provider's callback has not brought it). A ``sending`` row whose lease ran out was cut off
 by a crash: the gateway is asked whether the message reached it (``find``), and the
 row becomes ``sent``, ``queued`` again (it never arrived) or ``review`` (nobody can
 tell: a person decides, nobody gets it twice).
@@ -21,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -31,6 +34,8 @@ from hub.store.models import Campaign, CampaignMessage, GatewayPace
 from hub.store.ops import upsert
 
 messages_t = CampaignMessage.__table__
+# A delivery report rarely comes within the first minute: asking sooner wastes a request.
+FIRST_ASK = timedelta(minutes=1)
 campaigns_t = Campaign.__table__
 pace_t = GatewayPace.__table__
 
@@ -44,6 +49,7 @@ class Outcome:
     error: str | None = None
     provider_id: str | None = None
     parts: int | None = None
+    cost: Decimal | None = None
     due_at: datetime | None = None
 
 
@@ -163,8 +169,9 @@ async def record(store: Store, outcomes: Sequence[Outcome], *, worker: str, now:
             "new_error": o.error[:500] if o.error else None,
             "new_provider_id": o.provider_id,
             "new_parts": o.parts,
+            "new_cost": o.cost,
             "new_sent_at": now if o.state == "sent" else None,
-            "new_due_at": o.due_at or now,
+            "new_due_at": now + FIRST_ASK if o.state == "sent" else o.due_at or now,
         }
         for o in outcomes
     ]
@@ -181,6 +188,7 @@ async def record(store: Store, outcomes: Sequence[Outcome], *, worker: str, now:
                 error=bindparam("new_error"),
                 provider_id=bindparam("new_provider_id"),
                 parts=bindparam("new_parts"),
+                cost=bindparam("new_cost"),
                 sent_at=bindparam("new_sent_at"),
                 due_at=bindparam("new_due_at"),
                 claimed_by=None,
@@ -242,37 +250,59 @@ async def delivered(
     ]
     if not params:
         return 0
-    async with store.write() as conn:
-        result = await conn.execute(
-            update(messages_t)
-            .where(
-                messages_t.c.gateway == gateway,
-                messages_t.c.provider_id == bindparam("pid"),
-                messages_t.c.state.in_(("sent", "sending", "review")),
-            )
-            .values(
-                state=bindparam("new_state"),
-                error=bindparam("new_error"),
-                delivered_at=bindparam("at"),
-            ),
-            params,
+    settle = (
+        update(messages_t)
+        .where(
+            messages_t.c.gateway == gateway,
+            messages_t.c.provider_id == bindparam("pid"),
+            messages_t.c.state.in_(("sent", "sending", "review")),
         )
-        return result.rowcount or 0
+        .values(
+            state=bindparam("new_state"),
+            error=bindparam("new_error"),
+            delivered_at=bindparam("at"),
+        )
+    )
+    settled = 0
+    async with store.write() as conn:
+        # One statement a report: executemany's rowcount is not told on every driver.
+        for one in params:
+            settled += (await conn.execute(settle, one)).rowcount or 0
+    return settled
 
 
-async def awaiting_report(store: Store, gateway: str, *, since: datetime, limit: int) -> list[str]:
-    """Provider ids of messages sent since ``since`` that no report has settled yet."""
-    async with store.read() as conn:
+async def to_ask(
+    store: Store,
+    gateway: str,
+    *,
+    now: datetime,
+    since: datetime,
+    again: timedelta,
+    limit: int,
+) -> list[str]:
+    """Provider ids of up to ``limit`` messages sent since ``since`` whose report is due to
+    be asked for; each one's next ask moves ``again`` on, so another process (or the next
+    round) asks about the next ones."""
+    due = (
+        select(messages_t.c.id)
+        .where(
+            messages_t.c.gateway == gateway,
+            messages_t.c.state == "sent",
+            messages_t.c.due_at <= now,
+            messages_t.c.sent_at >= since,
+            messages_t.c.provider_id.is_not(None),
+        )
+        .order_by(messages_t.c.due_at)
+        .limit(limit)
+    )
+    async with store.write() as conn:
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
         rows = await conn.execute(
-            select(messages_t.c.provider_id)
-            .where(
-                messages_t.c.gateway == gateway,
-                messages_t.c.state == "sent",
-                messages_t.c.provider_id.is_not(None),
-                messages_t.c.sent_at >= since,
-            )
-            .order_by(messages_t.c.sent_at)
-            .limit(limit)
+            update(messages_t)
+            .where(messages_t.c.id.in_(due.scalar_subquery()))
+            .values(due_at=now + again)
+            .returning(messages_t.c.provider_id)
         )
         return [pid for (pid,) in rows]
 

@@ -230,7 +230,9 @@ class CampaignSender:
         parts = accepted.parts
         if parts is None and campaign["channel"] == "sms":
             parts = sms_length(message.text).parts
-        return outbox.Outcome(row["id"], "sent", provider_id=accepted.provider_id, parts=parts)
+        return outbox.Outcome(
+            row["id"], "sent", provider_id=accepted.provider_id, parts=parts, cost=accepted.cost
+        )
 
     def _retry(self, row: dict[str, Any], error: Transient) -> outbox.Outcome:
         if row["attempts"] >= MAX_ATTEMPTS:
@@ -304,7 +306,11 @@ class CampaignSender:
                 log.warning("campaign_find_failed", message_id=row["id"], error=str(error))
                 continue
             if isinstance(found, Accepted):
-                values = {"provider_id": found.provider_id, "sent_at": utcnow()}
+                values = {
+                    "provider_id": found.provider_id,
+                    "sent_at": utcnow(),
+                    "due_at": utcnow() + outbox.FIRST_ASK,
+                }
                 state = "sent"
             elif found is NOT_THERE:
                 state, values = "queued", {"due_at": utcnow()}

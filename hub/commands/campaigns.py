@@ -292,9 +292,23 @@ def _report(ctx: click.Context, campaign: str, *, deals: bool) -> None:
             click.echo(f"  {state}: {found['states'][state]}")
     for reason, count in sorted(found["skipped"].items()):
         click.echo(f"    {SKIP_WORDS.get(reason, reason)}: {count}")
-    if deals:
-        click.echo(f"  сделок после рассылки: {found['deals_created']}")
-        click.echo(f"  выиграно: {found['deals_won']} на сумму {found['won_amount']}")
+    if not deals:
+        return
+    click.echo(f"  получателей: {found['recipients']}, отправлено: {found['sent']}")
+    click.echo(f"  доставлено: {found['delivered']}, не доставлено: {found['failed']}")
+    for error, count in found["failures"].items():
+        click.echo(f"    {error or 'без объяснения'}: {count}")
+    if found["review"]:
+        click.echo(f"  прерваны сбоем, ждут решения: {found['review']}")
+    if found["sms_parts"]:
+        click.echo(f"  частей SMS: {found['sms_parts']}")
+    if found["cost"] is not None:
+        click.echo(f"  стоимость: {found['cost']}")
+    click.echo(f"  отписались после рассылки: {found['opted_out']}")
+    days = found["attribution_days"]
+    click.echo(f"  за {days} дн. после сообщения: новых сделок {found['deals_created']}, "
+               f"возобновлено {found['deals_reopened']}, выиграно {found['deals_won']} "
+               f"на сумму {found['won_amount']}")  # fmt: skip
 
 
 @click.group()

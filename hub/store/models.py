@@ -522,6 +522,14 @@ class CampaignMessage(Base):
             sqlite_where=text("state = 'queued'"),
             postgresql_where=text("state = 'queued'"),
         ),
+        # Sent messages by when their delivery report is next asked for.
+        Index(
+            "ix_campaign_messages_report",
+            "gateway",
+            "due_at",
+            sqlite_where=text("state = 'sent'"),
+            postgresql_where=text("state = 'sent'"),
+        ),
         Index("ix_campaign_messages_provider", "gateway", "provider_id"),
     )
 
@@ -536,11 +544,13 @@ class CampaignMessage(Base):
     state: Mapped[str] = mapped_column(String(10))
     skip_reason: Mapped[str | None] = mapped_column(String(30))
     attempts: Mapped[int] = mapped_column(default=0)
+    # When the row next needs the hub: queued, to be sent; sent, its report asked for.
     due_at: Mapped[datetime] = mapped_column()
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column()
     provider_id: Mapped[str | None] = mapped_column(String(200))
     parts: Mapped[int | None] = mapped_column()
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))  # where the gateway says
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -30,6 +31,10 @@ class RecordingGateway:
     fail_first: dict[str, int] = field(default_factory=dict)  # address -> transient failures
     known: dict[str, str] = field(default_factory=dict)  # key -> provider id, for find()
     can_tell: bool = True
+    reports: dict[str, DeliveryReport] = field(default_factory=dict)  # provider id -> report
+    asked: list[list[str]] = field(default_factory=list)  # each status query's provider ids
+    down: bool = False  # the status query fails
+    cost: Decimal | None = None  # what the gateway says each message cost
 
     async def send(self, message: Outgoing) -> Accepted:
         left = self.fail_first.get(message.address, 0)
@@ -39,7 +44,7 @@ class RecordingGateway:
         self.sent.append(message)
         provider_id = f"p{len(self.sent)}"
         self.known[message.key] = provider_id
-        return Accepted(provider_id=provider_id)
+        return Accepted(provider_id=provider_id, cost=self.cost)
 
     async def find(self, message: Outgoing) -> Any:
         if not self.can_tell:
@@ -48,7 +53,10 @@ class RecordingGateway:
         return Accepted(provider_id=found) if found else NOT_THERE
 
     async def status(self, provider_ids: Sequence[str]) -> list[DeliveryReport]:
-        return []
+        self.asked.append(list(provider_ids))
+        if self.down:
+            raise Transient("503 from the gateway")
+        return [self.reports[pid] for pid in provider_ids if pid in self.reports]
 
 
 class GatewayPlugin:
@@ -126,7 +134,8 @@ async def until_sent(hub: Any, campaign: int, within: float = 10.0) -> dict[str,
     deadline = asyncio.get_running_loop().time() + within
     while True:
         status = await hub.campaigns.status(campaign)
-        if not status["states"].get("queued") and not status["states"].get("sending"):
+        states, state = status["states"], status["campaign"]["state"]
+        if not states.get("queued") and not states.get("sending") and state != "running":
             return status
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"campaign not sent in time: {status['states']}")
