@@ -65,6 +65,8 @@ FIELDS = (
     "address",
     "postcode",
     "birth_date",
+    "consent_sms",
+    "consent_email",
     "ignore",
 )
 # Kept in the contact's custom fields (the store has no columns for them yet).
@@ -150,6 +152,12 @@ CONTAINS = [
     ("адрес", "address"),
     ("address", "address"),
 ]
+# A consent column names its channel: "Согласие на SMS", "Подписан на email-рассылку".
+CONSENT_WORDS = ("соглас", "consent", "рассыл", "подпис", "opt-in", "opt in", "newsletter")
+CONSENT_CHANNELS = (("sms", "consent_sms"), ("смс", "consent_sms"), ("mail", "consent_email"),
+                    ("почт", "consent_email"), ("письм", "consent_email"))  # fmt: skip
+YES = {"да", "yes", "y", "1", "true", "+", "x", "согласен", "согласна", "подписан", "есть"}
+NO = {"нет", "no", "n", "0", "false", "-", "отказ", "отписан", "отписался", "отписалась"}
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%y", "%Y.%m.%d")
 REPORT_COLUMNS = (
     "row",
@@ -226,6 +234,12 @@ def guess_mapping(headers: Sequence[str]) -> dict[str, str]:
     for header in headers:
         key = header.strip().lower().replace("ё", "е")
         found = next((f for f, names in HEADERS.items() if key in names), None)
+        if found is None and any(word in key for word in CONSENT_WORDS):
+            # Before "mail" → email: "Согласие на e-mail" holds yes/no, not addresses. A
+            # consent column naming no channel is left for --map.
+            found = next((f for word, f in CONSENT_CHANNELS if word in key), "ignore")
+            if found == "ignore":
+                continue
         if found is None:
             found = next((f for word, f in CONTAINS if word in key), None)
         if found is not None:
@@ -308,8 +322,18 @@ def parse_date(value: str) -> date:
     raise ValueError(f"birth date {value!r} is not a date")
 
 
+def parse_consent(value: str) -> bool:
+    """A consent cell: yes (да, 1, +, x) or no (нет, 0, -, отказ)."""
+    word = value.strip().lower().replace("ё", "е").rstrip(".")
+    if word in YES:
+        return True
+    if word in NO:
+        return False
+    raise ValueError(f"consent {value!r} is neither yes (да) nor no (нет)")
+
+
 def row_to_lead(
-    values: dict[str, list[str]], system: str | None = None
+    values: dict[str, list[str]], system: str | None = None, source: str | None = None
 ) -> tuple[Lead, dict[str, str], list[str]]:
     """One row as a lead, the extra fields kept on the contact, and notes on what was left
     out. Whether the row identifies anyone is for the caller to say."""
@@ -342,6 +366,15 @@ def row_to_lead(
                 notes.append(f"{error}, left out")
                 continue
         extra[name_] = value[:300]
+    consents: dict[str, bool] = {}
+    for field_ in ("consent_sms", "consent_email"):
+        value = first(field_)
+        if not value:
+            continue
+        try:
+            consents[field_.removeprefix("consent_")] = parse_consent(value)
+        except ValueError as error:
+            notes.append(f"{error}, left out")
     lead = Lead(
         channel="import",
         name=name or None,
@@ -354,6 +387,8 @@ def row_to_lead(
         external_id=qualify(first("external_id"), system),
         owner=first("owner"),
         activity_kind="import",
+        consents=consents,
+        consent_source=source,
     )
     return lead, extra, notes
 
@@ -405,7 +440,7 @@ async def import_contacts(
                 if index < len(row) and row[index]:
                     values.setdefault(target, []).append(row[index])
             try:
-                lead, extra, notes = row_to_lead(values, system)
+                lead, extra, notes = row_to_lead(values, system, path.name)
             except ValueError as error:
                 report.add(RowResult(number, None, "rejected", note=str(error)))
                 continue

@@ -332,6 +332,7 @@ class LeadPipeline:
                     fill_only=True,
                 )
             )
+        changes += self._consents(plans)
         changes += self._flags(reviews, "import")
         await self.writer.apply_in(conn, changes, actor, now)
         results = []
@@ -367,22 +368,27 @@ class LeadPipeline:
         records = self._deal_changes(plans, now, changes)
         changes += self._flags(reviews, "intake")
         changes += [self._activity(plan) for plan in plans]
-        # A form's "I agree to receive news" box: consent, with where it came from.
-        changes += [
+        changes += self._consents(plans)
+        changes += records
+        await self.writer.apply_in(conn, changes, LEAD_PIPELINE, now)
+        return [record.result() for record in records]
+
+    @staticmethod
+    def _consents(plans: Sequence[_Plan]) -> list[Change]:
+        """A form's "I agree to receive news" box or an import's consent column: the word,
+        with where it came from. (An unticked box sends nothing, so no word is no change;
+        an explicit "no" is an opt-out.)"""
+        return [
             SetConsent(
                 contact=plan.contact.ref,
                 channel=channel,
-                granted=True,
+                granted=granted,
                 source=f"{plan.lead.channel}:{plan.lead.consent_source or 'lead'}"[:100],
             )
             for plan in plans
             if plan.contact is not None
             for channel, granted in plan.lead.consents.items()
-            if granted
         ]
-        changes += records
-        await self.writer.apply_in(conn, changes, LEAD_PIPELINE, now)
-        return [record.result() for record in records]
 
     def _new_contacts(self, plans: Sequence[_Plan], new: list[_Contact]) -> list[Change]:
         points: dict[_Contact, dict[tuple[str, str], Point]] = {c: {} for c in new}

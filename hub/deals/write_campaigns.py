@@ -38,11 +38,26 @@ SKIP_REASONS = ("opted_out", "no_consent", "no_address", "bouncing", "same_addre
 
 
 async def set_consents(batch: Batch, run: list[ch.SetConsent]) -> None:
+    """Record each contact's word per channel. The same word again (a re-import, a second
+    form) changes nothing: the first record of it, with its source and time, stands."""
+    contact_ids = sorted({cid for change in run if (cid := ref(change.contact)) is not None})
+    known = {
+        (contact_id, channel): granted
+        for contact_id, channel, granted in await batch.conn.execute(
+            select(consents_t.c.contact_id, consents_t.c.channel, consents_t.c.granted).where(
+                consents_t.c.contact_id.in_(contact_ids)
+            )
+        )
+    }
     latest: dict[tuple[int, str], ch.SetConsent] = {}
     for change in run:
         contact_id = ref(change.contact)
         assert contact_id is not None
-        latest[(contact_id, change.channel)] = change
+        key = (contact_id, change.channel)
+        if known.get(key) == change.granted:
+            continue
+        known[key] = change.granted
+        latest[key] = change
         kind = ev.ConsentGiven if change.granted else ev.ConsentWithdrawn
         batch.events.append(
             kind(subject_id=contact_id, channel=change.channel, source=change.source)
