@@ -39,6 +39,7 @@ from hub.campaigns.gateway import (
 )
 from hub.campaigns.render import Letter, sms_length
 from hub.campaigns.segments import contacts_t
+from hub.campaigns.zones import zone_of_city
 from hub.deals import changes as ch
 from hub.deals.actors import SYSTEM
 from hub.store.models import Campaign, Company
@@ -78,20 +79,23 @@ def quiet_until(local: datetime, hours: str | None) -> datetime | None:
 
 
 class RecipientClock:
-    """A recipient's timezone: the phone number's, where it has exactly one, else the default.
-    (A Russian mobile number names no region of its own: it gets the default.)"""
+    """A recipient's timezone: the phone number's, where it has exactly one; else their
+    city's (:mod:`hub.campaigns.zones`); else the default. (A Russian mobile number names
+    no region of its own.)"""
 
     def __init__(self, default: ZoneInfo) -> None:
         self.default = default
-        self._by_prefix: dict[str, ZoneInfo] = {}
+        self._by_prefix: dict[str, ZoneInfo | None] = {}
 
-    def zone(self, address: str | None) -> ZoneInfo:
+    def zone(self, address: str | None, city: str | None = None) -> ZoneInfo:
+        return self._phone_zone(address) or zone_of_city(city) or self.default
+
+    def _phone_zone(self, address: str | None) -> ZoneInfo | None:
         if not address or not address.startswith("+"):
-            return self.default
+            return None
         prefix = address[:7]
-        found = self._by_prefix.get(prefix)
-        if found is None:
-            found = self.default
+        if prefix not in self._by_prefix:
+            found = None
             try:
                 zones = phone_zones.time_zones_for_number(phonenumbers.parse(address))
             except phonenumbers.NumberParseException:
@@ -99,7 +103,7 @@ class RecipientClock:
             if len(zones) == 1 and zones[0] != "Etc/Unknown":
                 found = ZoneInfo(zones[0])
             self._by_prefix[prefix] = found
-        return found
+        return self._by_prefix[prefix]
 
 
 class CampaignSender:
@@ -171,9 +175,11 @@ class CampaignSender:
         if not rows:
             return 0
         campaign, letter = await self._letter(found["id"])
+        people = await self._people([r["contact_id"] for r in rows])
         later, ready = [], []
         for row in rows:
-            zone = self.clock.zone(row["address"])
+            contact = people.get(row["contact_id"])
+            zone = self.clock.zone(row["address"], contact["city"] if contact else None)
             until = quiet_until(now.astimezone(zone), campaign["quiet_hours"])
             if until is None:
                 ready.append(row)
@@ -182,7 +188,6 @@ class CampaignSender:
         await outbox.release(self.store, later, worker=self.worker)
         if not ready:
             return 0
-        people = await self._people([r["contact_id"] for r in ready])
         start = await outbox.book(self.store, gateway.name, count=len(ready), rate=rate, now=now)
         loop = asyncio.get_running_loop()
         # The booked start on the store's clock, as this loop's monotonic time.

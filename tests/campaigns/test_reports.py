@@ -112,8 +112,10 @@ async def test_the_report_counts_delivery_cost_opt_outs_and_the_deals_recipients
         )
         await hub.campaigns.start(campaign, SYSTEM)
         await until_sent(hub, campaign)
-        gateway.reports = {"p1": DeliveryReport("p1", "delivered"),
-                           "p2": DeliveryReport("p2", "failed", error="номер не обслуживается")}  # fmt: skip
+        gateway.reports = {
+            "p1": DeliveryReport("p1", "delivered"),
+            "p2": DeliveryReport("p2", "failed", error="номер не обслуживается"),
+        }
         await hub.delivery_reports.ask(utcnow() + timedelta(minutes=2))
 
         # After the message: Иван's lost deal is reopened, Ольга buys, Пётр unsubscribes.
