@@ -37,6 +37,7 @@ ID_KINDS = {
     "/api/v1/attachments/{sha256}": "attachments",
     # Campaigns and segments are for heads and admins: a manager is refused whatever the id.
     "/api/v1/campaigns/{id}": "campaigns",
+    "/api/v1/campaigns/{id}/held": "campaigns",
     "/api/v1/segments/{name}/preview": "segments",
 }
 # What the objects in a list named so are, wherever the list is.

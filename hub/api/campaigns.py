@@ -55,6 +55,13 @@ def _campaign(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class SettleHeld(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resend: bool  # true: send them again; false: take them as sent
+    ids: list[int] | None = None  # the held messages meant; none: all of them
+
+
 async def _call(coroutine: Any) -> Any:
     try:
         return await coroutine
@@ -181,3 +188,30 @@ async def set_consent(request: web.Request) -> web.Response:
 
 async def _sync(function: Any, *args: Any) -> Any:
     return function(*args)
+
+
+@routes.get("/api/v1/campaigns/{id}/held")
+async def held_messages(request: web.Request) -> web.Response:
+    """Messages a crash left unknown, waiting for a person's decision."""
+    require_head(request, "campaigns")
+    hub = request.app[HUB_KEY]
+    return json_response({"held": await _call(hub.campaigns.held(path_id(request)))})
+
+
+@routes.post("/api/v1/campaigns/{id}/held")
+async def settle_held(request: web.Request) -> web.Response:
+    """Send the held messages again, or take them as sent."""
+    require_head(request, "campaigns")
+    hub = request.app[HUB_KEY]
+    decision = await body(request, SettleHeld)
+    settled = await _call(
+        hub.campaigns.settle_held(
+            path_id(request),
+            resend=decision.resend,
+            ids=decision.ids,
+            actor=request[PRINCIPAL].actor,
+        )
+    )
+    if hub.campaign_sender is not None:
+        hub.campaign_sender.wake.set()
+    return json_response({"settled": settled})

@@ -173,6 +173,14 @@ CAMPAIGNS: list[tuple[str, str, type[BaseModel] | None, str, str]] = [
     ("post", "/api/v1/campaigns/{id}/pause", None, "Stop sending for now", "200"),
     ("post", "/api/v1/campaigns/{id}/resume", None, "Go on sending", "200"),
     ("post", "/api/v1/campaigns/{id}/cancel", None, "Stop for good", "200"),
+    ("get", "/api/v1/campaigns/{id}/held", None, "Messages a crash left unknown", "200"),
+    (
+        "post",
+        "/api/v1/campaigns/{id}/held",
+        campaigns.SettleHeld,
+        "Send held messages again, or take them as sent",
+        "200",
+    ),
     (
         "post",
         "/api/v1/contacts/{id}/consents",

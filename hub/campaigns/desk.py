@@ -361,6 +361,33 @@ class CampaignDesk:
             **found,
         }
 
+    async def held(self, ref: int | str) -> list[dict[str, Any]]:
+        """Messages a crash left unknown (the gateway could not tell whether they went)."""
+        campaign = await self.get(ref)
+        m = messages_t.c
+        async with self.store.read() as conn:
+            rows = await conn.execute(
+                select(m.id, m.contact_id, contacts_t.c.name, m.address, m.attempts, m.error)
+                .join(contacts_t, contacts_t.c.id == m.contact_id)
+                .where(m.campaign_id == campaign["id"], m.state == "review")
+                .order_by(m.id)
+            )
+            return [r._asdict() for r in rows]
+
+    async def settle_held(
+        self, ref: int | str, *, resend: bool, actor: Actor, ids: Sequence[int] | None = None
+    ) -> list[int]:
+        """Send held messages again (the person checked they did not go) or take them as
+        sent; returns the ids settled."""
+        campaign = await self.get(ref)
+        change = ch.SettleHeldMessages(
+            campaign_id=campaign["id"],
+            resend=resend,
+            message_ids=list(ids) if ids is not None else None,
+        )
+        await self.writer.apply([change], actor)
+        return change.settled
+
     # -- consent -------------------------------------------------------------------------
 
     async def set_consent(

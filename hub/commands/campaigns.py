@@ -311,6 +311,59 @@ def _report(ctx: click.Context, campaign: str, *, deals: bool) -> None:
                f"на сумму {found['won_amount']}")  # fmt: skip
 
 
+@campaigns.command("held")
+@click.argument("campaign")
+@click.pass_context
+def campaigns_held(ctx: click.Context, campaign: str) -> None:
+    """Messages a crash left unknown: the gateway could not tell whether they went."""
+    settings = _settings(ctx)
+    rows = _desk_call(settings, lambda hub: hub.campaigns.held(_ref(campaign)))
+    if not rows:
+        click.echo("нет сообщений, ждущих решения")
+        return
+    _table(
+        ["id", "contact", "name", "address", "attempts", "why"],
+        [[r["id"], r["contact_id"], r["name"] or "", r["address"] or "", r["attempts"],
+          r["error"] or ""] for r in rows],
+    )  # fmt: skip
+    click.echo(
+        "проверьте у провайдера и решите: hub campaigns settle "
+        f"{campaign} --resend (не ушли) или --sent (ушли)"
+    )
+
+
+@campaigns.command("settle")
+@click.argument("campaign")
+@click.option("--resend", "resend", flag_value=True, default=None, help="They did not go: send.")
+@click.option("--sent", "resend", flag_value=False, help="They went: take them as sent.")
+@click.option("--id", "ids", type=int, multiple=True, help="Only this held message (repeat).")
+@as_option
+@click.pass_context
+def campaigns_settle(
+    ctx: click.Context,
+    campaign: str,
+    resend: bool | None,
+    ids: tuple[int, ...],
+    as_user: str | None,
+) -> None:
+    """Decide on held messages (see `held`): send them again, or take them as sent."""
+    if resend is None:
+        raise click.UsageError("say --resend (they did not go) or --sent (they went)")
+    settings = _settings(ctx)
+
+    async def work(hub: Any) -> list[int]:
+        return await hub.campaigns.settle_held(
+            _ref(campaign), resend=resend, ids=ids or None, actor=await acting_as(hub, as_user)
+        )
+
+    settled = _desk_call(settings, work)
+    if not settled:
+        click.echo("нет таких сообщений, ждущих решения", err=True)
+        sys.exit(1)
+    what = "снова в очереди (демон отправит)" if resend else "отмечены отправленными"
+    click.echo(f"{len(settled)} {what}: {', '.join(map(str, settled))}")
+
+
 @click.group()
 def consents() -> None:
     """Consent to advertising per contact and channel."""

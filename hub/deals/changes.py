@@ -503,4 +503,17 @@ class SetCampaignState(Change):
     state: Literal["running", "paused", "finished", "cancelled"]
 
 
-ALL = (*ALL, SetConsent, CreateCampaign, StartCampaign, SetCampaignState)
+@dataclass(eq=False, slots=True, kw_only=True)
+class SettleHeldMessages(Change):
+    """A person's decision on messages a crash left unknown (held for review): send them
+    again, or take them as sent. ``message_ids`` None: every held one of the campaign.
+    Resending on a finished campaign runs it again until they are out."""
+
+    kind: ClassVar[str] = "settle_held_messages"
+    campaign_id: int
+    resend: bool
+    message_ids: list[int] | None = None
+    settled: list[int] = field(default_factory=list, init=False)
+
+
+ALL = (*ALL, SetConsent, CreateCampaign, StartCampaign, SetCampaignState, SettleHeldMessages)

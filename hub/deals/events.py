@@ -410,6 +410,16 @@ class CampaignStateChanged(Event):
     was: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignHeldSettled(Event):
+    """Messages held for review were sent again or taken as sent, by a person."""
+
+    type: ClassVar[str] = "campaign.held_settled"
+    subject: ClassVar[str] = "campaign"
+    messages: int
+    resend: bool
+
+
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from hub.campaigns.outbox import FIRST_ASK
 from hub.campaigns.segments import agreed, contacts_t, points_t, withdrew
 from hub.deals import changes as ch
 from hub.deals import events as ev
@@ -296,3 +297,45 @@ async def set_campaign_states(batch: Batch, run: list[ch.SetCampaignState]) -> N
                 subject_id=campaign["id"], state=change.state, was=campaign["state"]
             )
         )
+
+
+async def settle_held(batch: Batch, run: list[ch.SettleHeldMessages]) -> None:
+    for change in run:
+        campaign = await _campaign(batch, change, change.campaign_id)
+        if campaign is None:
+            continue
+        where = [messages_t.c.campaign_id == campaign["id"], messages_t.c.state == "review"]
+        if change.message_ids is not None:
+            where.append(messages_t.c.id.in_(change.message_ids))
+        if change.resend:
+            values: dict[str, Any] = {"state": "queued", "due_at": batch.now, "error": None}
+        else:
+            values = {
+                "state": "sent",
+                "sent_at": batch.now,
+                "due_at": batch.now + FIRST_ASK,
+                "error": "отмечено отправленным вручную",
+            }
+        rows = await batch.conn.execute(
+            update(messages_t)
+            .where(*where)
+            .values(claimed_by=None, lease_until=None, **values)
+            .returning(messages_t.c.id)
+        )
+        change.settled = sorted(rows.scalars())
+        if not change.settled:
+            continue
+        batch.events.append(
+            ev.CampaignHeldSettled(
+                subject_id=campaign["id"], messages=len(change.settled), resend=change.resend
+            )
+        )
+        if change.resend and campaign["state"] == "finished":
+            await batch.conn.execute(
+                update(campaigns_t)
+                .where(campaigns_t.c.id == campaign["id"])
+                .values(state="running", finished_at=None)
+            )
+            batch.events.append(
+                ev.CampaignStateChanged(subject_id=campaign["id"], state="running", was="finished")
+            )

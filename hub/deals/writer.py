@@ -276,4 +276,5 @@ _WRITERS: dict[type[ch.Change], Callable[[Batch, Any], Awaitable[None]]] = {
     ch.CreateCampaign: write_campaigns.create_campaigns,
     ch.StartCampaign: write_campaigns.start_campaigns,
     ch.SetCampaignState: write_campaigns.set_campaign_states,
+    ch.SettleHeldMessages: write_campaigns.settle_held,
 }
