@@ -305,3 +305,21 @@ def test_calls_list_shows_recent_calls_and_missed_ones_with_their_open_call_back
     assert "+79130001122" in missed.output
     assert "+79123456789" not in missed.output
     assert "open #" in missed.output  # its call-back task is still to do
+
+
+def test_contacts_show_gives_ids_in_other_systems_and_consent_with_its_source(config, tmp_path):
+    base = tmp_path / "base.csv"
+    base.write_text(
+        "Код клиента;ФИО;Телефон;Согласие на SMS\n1c:000123;Иван Петров;8 912 345-67-89;да\n"
+    )
+    runner = CliRunner()
+    imported = runner.invoke(main, ["--config", str(config), "import", "contacts", str(base)])
+    assert "created 1" in imported.output, imported.output
+    shown = runner.invoke(main, ["--config", str(config), "contacts", "show", "1"])
+    assert shown.exit_code == 0, shown.output
+    assert "contact 1: Иван Петров" in shown.output
+    assert "телефоны: 8 912 345-67-89" in shown.output
+    assert "во внешних системах: 1c:000123" in shown.output
+    assert "sms: согласие (import:base.csv," in shown.output
+    missing = runner.invoke(main, ["--config", str(config), "contacts", "show", "99"])
+    assert missing.exit_code == 1 and "no contact 99" in missing.output

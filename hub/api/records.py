@@ -18,8 +18,12 @@ from hub.domain.similarity import company_key
 from hub.events import as_event
 from hub.store.models import (
     Activity,
+    Campaign,
+    CampaignMessage,
     Company,
+    Consent,
     Contact,
+    ContactExternalId,
     ContactPoint,
     Deal,
     DomainEvent,
@@ -233,6 +237,58 @@ async def points_of(conn: AsyncConnection, contact_id: int) -> dict[str, list[di
     return found
 
 
+CAMPAIGNS_SHOWN = 20
+
+
+async def reach_of(conn: AsyncConnection, contact_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Where else the contact is known (external ids), what they agreed to be sent, and the
+    campaigns that reached them, newest first."""
+    ids = await conn.execute(
+        select(ContactExternalId.system, ContactExternalId.external_id)
+        .where(ContactExternalId.contact_id == contact_id)
+        .order_by(ContactExternalId.id)
+    )
+    consents = await conn.execute(
+        select(Consent.channel, Consent.granted, Consent.source, Consent.recorded_at)
+        .where(Consent.contact_id == contact_id)
+        .order_by(Consent.channel)
+    )
+    m = CampaignMessage.__table__.c
+    messages = await conn.execute(
+        select(
+            m.campaign_id, Campaign.name, Campaign.channel, m.state, m.skip_reason, m.sent_at,
+            m.delivered_at, m.error,
+        )
+        .join(Campaign, Campaign.id == m.campaign_id)
+        .where(m.contact_id == contact_id)
+        .order_by(m.id.desc())
+        .limit(CAMPAIGNS_SHOWN)
+    )  # fmt: skip
+    return {
+        "external_ids": [
+            {"system": system or None, "id": value, "ref": f"{system}:{value}" if system else value}
+            for system, value in ids
+        ],
+        "consents": [
+            {"channel": c, "granted": g, "source": src, "recorded_at": iso(at)}
+            for c, g, src, at in consents
+        ],
+        "campaigns": [
+            {
+                "campaign_id": r.campaign_id,
+                "name": r.name,
+                "channel": r.channel,
+                "state": r.state,
+                "skip_reason": r.skip_reason,
+                "sent_at": iso(r.sent_at),
+                "delivered_at": iso(r.delivered_at),
+                "error": r.error,
+            }
+            for r in messages
+        ],
+    }
+
+
 async def contact_card(
     conn: AsyncConnection, contact_id: int, owner: int | None
 ) -> dict[str, Any] | None:
@@ -244,6 +300,7 @@ async def contact_card(
         return None
     card = contact(row)
     card.update(await points_of(conn, contact_id))
+    card.update(await reach_of(conn, contact_id))
     deals = deals_query().where(Deal.contact_id == contact_id).order_by(Deal.id.desc())
     if owner is not None:
         deals = deals.where(Deal.owner_id == owner)

@@ -1,7 +1,8 @@
-"""`hub contacts`: Contacts: list, merge, unmerge."""
+"""`hub contacts`: Contacts: list, show, merge, unmerge."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -85,6 +86,48 @@ def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
 
     rows = _run(_with_store(settings, go))
     _table(["id", "name", "phones and emails", "owner", "open deals", "city", "segment"], rows)
+
+
+@contacts.command("show")
+@click.argument("contact_id", type=int)
+@click.pass_context
+def contacts_show(ctx: click.Context, contact_id: int) -> None:
+    """One contact: phones, emails, ids in other systems, consent, deals, campaigns."""
+    from hub.api.records import contact_card
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> dict[str, Any] | None:
+        async with store.read() as conn:
+            return await contact_card(conn, contact_id, None)
+
+    card = _run(_with_store(settings, go))
+    if card is None:
+        click.echo(f"no contact {contact_id}", err=True)
+        sys.exit(1)
+    click.echo(f"contact {card['id']}: {card['name'] or '(без имени)'}")
+    for label, key in (("город", "city"), ("сегмент", "segment")):
+        if card[key]:
+            click.echo(f"  {label}: {card[key]}")
+    for label, kind in (("телефоны", "phones"), ("email", "emails")):
+        if card[kind]:
+            click.echo(f"  {label}: " + ", ".join(p["value"] for p in card[kind]))
+    if card["external_ids"]:
+        click.echo("  во внешних системах: " + ", ".join(i["ref"] for i in card["external_ids"]))
+    for consent in card["consents"]:
+        word = "согласие" if consent["granted"] else "отказ"
+        when = consent["recorded_at"]
+        click.echo(f"  {consent['channel']}: {word} ({consent['source']}, {when})")
+    if card["deals"]:
+        _table(
+            ["deal", "title", "stage", "status", "amount"],
+            [[d["id"], d["title"], d["stage_name"], d["status"], d["amount"] or ""]
+             for d in card["deals"]],
+        )  # fmt: skip
+    for message in card["campaigns"]:
+        when = message["sent_at"] or message["skip_reason"] or ""
+        what = f"«{message['name']}» ({message['channel']})"
+        click.echo(f"  рассылка {what}: {message['state']} {when}")
 
 
 @contacts.command("merge")

@@ -139,3 +139,27 @@ async def test_the_report_counts_delivery_cost_opt_outs_and_the_deals_recipients
         assert report["attribution_days"] == 30
     finally:
         await hub.stop()
+
+
+async def test_the_contact_card_lists_the_campaigns_that_reached_the_contact_and_their_consent(
+    aiohttp_client, sqlite_url, gateway
+):
+    from hub.app import build_app
+    from tests.campaigns.conftest import GatewayPlugin, campaign_settings
+    from tests.conftest import make_hub
+
+    hub = make_hub(campaign_settings(sqlite_url), {"testgateway": GatewayPlugin})
+    client = await aiohttp_client(build_app(hub))
+    campaign = await sent_campaign(hub, gateway, 1)
+    card = await (
+        await client.get(
+            "/api/v1/contacts/1", headers={"Authorization": "Bearer head-token-0123456789"}
+        )
+    ).json()
+    assert [(c["campaign_id"], c["name"], c["state"]) for c in card["campaigns"]] == [
+        (campaign, "Новые цены", "sent")
+    ]
+    assert card["campaigns"][0]["sent_at"] is not None
+    assert [(c["channel"], c["granted"], c["source"]) for c in card["consents"]] == [
+        ("sms", True, "import:test")
+    ]
