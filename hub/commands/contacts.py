@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
 from sqlalchemy import func, select
 
 from hub.commands.common import (
+    _local,
     _run,
     _settings,
     _table,
@@ -105,6 +107,11 @@ def contacts_show(ctx: click.Context, contact_id: int) -> None:
     if card is None:
         click.echo(f"no contact {contact_id}", err=True)
         sys.exit(1)
+    local = _local(settings)
+
+    def at(text: str | None) -> str:
+        return local(datetime.fromisoformat(text)) if text else ""
+
     click.echo(f"contact {card['id']}: {card['name'] or '(без имени)'}")
     for label, key in (("город", "city"), ("сегмент", "segment")):
         if card[key]:
@@ -116,7 +123,7 @@ def contacts_show(ctx: click.Context, contact_id: int) -> None:
         click.echo("  во внешних системах: " + ", ".join(i["ref"] for i in card["external_ids"]))
     for consent in card["consents"]:
         word = "согласие" if consent["granted"] else "отказ"
-        when = consent["recorded_at"]
+        when = at(consent["recorded_at"])
         click.echo(f"  {consent['channel']}: {word} ({consent['source']}, {when})")
     if card["deals"]:
         _table(
@@ -125,7 +132,7 @@ def contacts_show(ctx: click.Context, contact_id: int) -> None:
              for d in card["deals"]],
         )  # fmt: skip
     for message in card["campaigns"]:
-        when = message["sent_at"] or message["skip_reason"] or ""
+        when = at(message["sent_at"]) or message["skip_reason"] or ""
         what = f"«{message['name']}» ({message['channel']})"
         click.echo(f"  рассылка {what}: {message['state']} {when}")
 

@@ -37,6 +37,7 @@ async def test_the_example_form_posted_by_a_browser_creates_a_deal(
         "phone": "+7 (916) 111-22-33",
         "email": "maria@mail.ru",
         "comment": "Нужен интернет-магазин",
+        "news": "on",  # the ticked box: consent to email advertising
         "website": "",
         "utm_source": "yandex",
         "utm_medium": "cpc",
@@ -74,3 +75,15 @@ async def test_the_example_form_posted_by_a_browser_creates_a_deal(
     assert created["segment"] == "Розница"
     assert (created["utm_source"], created["utm_campaign"]) == ("yandex", "autumn")
     assert client.app[HUB_KEY] is hub
+
+    async def consent():
+        async with hub.store.read() as conn:
+            from sqlalchemy import select
+
+            from hub.store.models import Consent
+
+            return (await conn.execute(select(Consent.__table__))).mappings().first()
+
+    agreed = await wait_for(consent)
+    assert (agreed["channel"], agreed["granted"]) == ("email", True)
+    assert agreed["source"] == "webforms:Обратная связь"
