@@ -551,8 +551,8 @@ def run_store(kind: str, args: argparse.Namespace, databases: PgDatabases, tmp: 
     floor = timed["floor"]
     print(
         f"{kind:10} store floor (read + SELECT 1):  p50 {statistics.median(floor):5.2f} ms  "
-        f"p99 {percentile(floor, 0.99):5.2f} ms  ({len(floor)} reads; the card is three "
-        f"statements on one such read)",
+        f"p99 {percentile(floor, 0.99):5.2f} ms  ({len(floor)} reads through the hub's engine; "
+        f"the card's three prepared statements use connections of their own)",
         flush=True,
     )
     bare = load(args, _bare_server, (), hub=False)

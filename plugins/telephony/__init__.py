@@ -43,6 +43,7 @@ from plugins.telephony.card import CallerCards
 from plugins.telephony.config import TelephonyConfig
 from plugins.telephony.filing import CallFiling
 from plugins.telephony.one_hop import OneHopReads
+from plugins.telephony.pg_reads import PgReads
 from plugins.telephony.rings import Rings
 from plugins.telephony.routing import Owner, Router, find_owner
 from plugins.telephony.screen import Screen
@@ -65,14 +66,18 @@ class Telephony:
     def __init__(self, config: TelephonyConfig, hub: Hub) -> None:
         self.config = config
         self.hub = hub
-        self.cards = CallerCards(hub.settings)
         self.router = Router(
             self.find_owner, config.default_route, config.route_deadline.total_seconds()
         )
         self.screen = Screen(hub, self)
-        # SQLite: a card's reads in one thread hop (plugins/telephony/one_hop.py)
+        # The card's and the route's reads, prepared once and run on the driver: on SQLite
+        # on the loop itself (plugins/telephony/one_hop.py), on PostgreSQL on a small pool
+        # of their own (pg_reads.py).
         store = hub.intake.store
-        self.one_hop = OneHopReads(store.url) if store.is_sqlite else None
+        dialect = store.reader.dialect
+        self.one_hop = OneHopReads(store.url, dialect) if store.is_sqlite else None
+        self.pg_reads = PgReads(store.url, dialect) if not store.is_sqlite else None
+        self.cards = CallerCards(hub.settings, prepare=self.reads.statements)
         self.rings = Rings(hub.intake.store, self.screen.ring)
         self.filing = CallFiling(self)
         secret = config.webhook_secret
@@ -96,8 +101,11 @@ class Telephony:
     @hookimpl
     async def hub_shutdown(self) -> None:
         await self.router.close()
+        self.cards.close()
         if self.one_hop is not None:
             self.one_hop.close()
+        if self.pg_reads is not None:
+            await self.pg_reads.close()
         await self.rings.close()
         await self.screen.close()
 
@@ -119,20 +127,18 @@ class Telephony:
     async def card(self, e164: str, viewer: int | None) -> dict[str, object]:
         """The caller card of a normalized number as ``viewer`` (a manager's id) sees it."""
         now, catalog = utcnow(), self.hub.catalog
-        if self.one_hop is not None:
-            return await self.one_hop.read(
-                lambda reader: self.cards.card(
-                    reader, e164, viewer=viewer, catalog=catalog, now=now
-                )
-            )
-        async with self.hub.read() as reader:
-            return await self.cards.card(reader, e164, viewer=viewer, catalog=catalog, now=now)
+        return await self.reads.read(
+            lambda reader: self.cards.card(reader, e164, viewer=viewer, catalog=catalog, now=now)
+        )
 
     async def find_owner(self, e164: str) -> Owner | None:
-        if self.one_hop is not None:
-            return await self.one_hop.read(lambda reader: find_owner(reader, e164))
-        async with self.hub.read() as reader:
-            return await find_owner(reader, e164)
+        return await self.reads.read(lambda reader: find_owner(reader, e164))
+
+    @property
+    def reads(self) -> OneHopReads | PgReads:
+        found = self.one_hop or self.pg_reads
+        assert found is not None
+        return found
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The caller card read in one thread hop on SQLite is the card the async reader gives."""
+"""The caller card read on the driver with prepared statements (on SQLite on the loop, on
+PostgreSQL on the card's own pool) is the card SQLAlchemy's async reader gives."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.store.types import utcnow
+from plugins.telephony.card import _contacts, number_params
 from plugins.telephony.one_hop import Suspended, run_to_end
+from plugins.telephony.prepared import Prepared
 from plugins.telephony.routing import find_owner
 
 
-async def test_the_one_hop_card_is_the_async_readers_card_for_every_viewer(phones):
-    if phones.plugin.one_hop is None:
-        pytest.skip("the one-hop path is SQLite's")
+async def test_the_prepared_card_is_the_async_readers_card_for_every_viewer(phones):
     contact = await phones.add_client("Пётр Волков", "8 (912) 345-67-89", company="ООО «Трубы»")
     deal = await phones.add_deal(contact, "Поставка труб", amount="125000")
     await phones.add_task(deal, "Позвонить", timedelta(hours=2))
@@ -29,7 +30,7 @@ async def test_the_one_hop_card_is_the_async_readers_card_for_every_viewer(phone
                 expected = await plugin.cards.card(
                     reader, number, viewer=viewer, catalog=catalog, now=now
                 )
-            got = await plugin.one_hop.read(
+            got = await plugin.reads.read(
                 lambda r, n=number, v=viewer: plugin.cards.card(
                     r, n, viewer=v, catalog=catalog, now=now
                 )
@@ -37,7 +38,7 @@ async def test_the_one_hop_card_is_the_async_readers_card_for_every_viewer(phone
             assert got == expected
         async with phones.hub.view.read() as reader:
             owner = await find_owner(reader, number)
-        assert await plugin.one_hop.read(lambda r, n=number: find_owner(r, n)) == owner
+        assert await plugin.reads.read(lambda r, n=number: find_owner(r, n)) == owner
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,3 +65,35 @@ def test_a_coroutine_that_waits_is_refused_rather_than_half_run():
 
 async def _now(value: int) -> int:
     return value
+
+
+async def test_a_card_is_read_on_the_loop_and_in_a_worker_thread_when_its_reader_is_taken(
+    phones,
+):
+    one_hop = phones.plugin.one_hop
+    if one_hop is None:
+        pytest.skip("the loop's own reader is SQLite's")
+    await phones.add_client("Пётр Волков", "8 (912) 345-67-89")
+    inline, hopped = one_hop.inline, one_hop.hopped
+    assert (await phones.card("+79123456789"))["contact"]["name"] == "Пётр Волков"
+    assert (one_hop.inline, one_hop.hopped) == (inline + 1, hopped)
+    taken = one_hop.loop_conns.get_nowait()  # a lookup holding it
+    try:
+        assert (await phones.card("+79123456789"))["contact"]["name"] == "Пётр Волков"
+    finally:
+        one_hop.loop_conns.put(taken)
+    assert (one_hop.inline, one_hop.hopped) == (inline + 1, hopped + 1)
+
+
+def test_on_postgresql_the_constants_are_in_the_text_and_the_callers_number_a_parameter():
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    prepared = Prepared(_contacts(limited=False), dialect())
+    assert "deals.status = 'open'" in prepared.sql
+    assert "LIMIT 6" in prepared.sql
+    assert "+7912" not in prepared.sql
+    assert prepared.arguments(number_params("+79123456789")) == [
+        "+79123456789",
+        "+79123456789;",
+        "+79123456789<",
+    ]

@@ -100,11 +100,13 @@ async def test_a_store_that_does_not_answer_still_routes_within_the_deadline(pho
             pool: Any = store.reader.pool
             for _ in range(pool.size() + pool._max_overflow):
                 await held.enter_async_context(store.reader.connect())
-            # and the caller card's own one-hop readers (plugins/telephony/one_hop.py)
+            # and the caller card's own readers (plugins/telephony/one_hop.py): the loop's,
+            # and the worker threads' the lookup then waits for
             one_hop = phones.plugin.one_hop
             assert one_hop is not None
-            for _ in range(one_hop.engine.pool.size()):
-                held.enter_context(one_hop.engine.connect())
+            for conns in (one_hop.loop_conns, one_hop.thread_conns):
+                while not conns.empty():
+                    held.callback(conns.put, conns.get_nowait())
         else:
             conn = await held.enter_async_context(store.write())
             await conn.exec_driver_sql("LOCK TABLE contact_points IN ACCESS EXCLUSIVE MODE")
