@@ -1,6 +1,6 @@
 """Inbound email benchmark: letters read, understood and filed per second, IMAP included.
 
-    .venv/bin/python -m bench.mail [--letters 10000] [--store sqlite|postgresql]
+    .venv/bin/python -m bench.mail [--letters 10000]
 
 A dovecot of its own (as the tests start it, :mod:`tests.dovecot`) gets ``--letters``
 letters by IMAP APPEND: inquiries from distinct senders, a fifth of them replies to an
@@ -12,7 +12,9 @@ earlier one, some with a signature phone, some in windows-1251 or KOI8-R. Then:
 *End to end*: a started hub with the ``email_inbound`` plugin reading the mailbox from
 the first letter: each fetched, stored (attachment store and intake, on disk), flagged,
 then filed by the intake worker (matched, a contact and a deal, or a reply on its deal).
-The clock runs from the start until every letter is filed.
+The clock runs from the start until every letter is filed. The filing worker files a
+batch's letters together (one writer call for its replies, a few questions to the store
+for the whole batch: :meth:`MailFiling.handle_batch`).
 
 Goal (issue 11): over 200 letters/s end to end on SQLite. Printed: both rates and the ratio.
 """

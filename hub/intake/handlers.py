@@ -12,11 +12,16 @@ and may hand the lead pipeline a lead of its own: at once (:meth:`Stored.lead`, 
 needs the decision: whom to tell about an unknown caller's missed call), or by returning
 :class:`AsLead`, which files the event as a lead with the rest of the batch, in the
 pipeline's one bulk run (a mailbox's hundred new letters cost one run, not a hundred).
+
+A handler that also has ``handle_batch(events)`` (:class:`BatchHandler`) is given all its
+channel's events of a batch at once, in one savepoint, and returns an outcome per event
+(an exception fails that event alone, and it must have written nothing for it); when the
+call raises, the worker hands the events to ``handle`` one by one instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -61,4 +66,12 @@ class AsLead:
 class Handler(Protocol):
     async def handle(self, event: Stored) -> dict[str, Any] | AsLead:
         """File ``event``; what it did (JSON), kept as the event's result, or the lead it is."""
+        ...
+
+
+class BatchHandler(Handler, Protocol):
+    async def handle_batch(
+        self, events: Sequence[Stored]
+    ) -> list[dict[str, Any] | AsLead | BaseException]:
+        """File ``events`` together; one outcome per event, in their order."""
         ...

@@ -173,10 +173,16 @@ class Worker:
                 failures.append((event, error))
         done: list[dict[str, Any]] = []
         extra: dict[int, dict[str, Any]] = {}  # what a handler adds to its lead's decision
+        outcomes = await self._handle_batches(conn, handled, now)
         for event, handler in handled:
             try:
-                async with conn.begin_nested():
-                    outcome = await handler.handle(self._stored(conn, event, now))
+                if event.id in outcomes:
+                    outcome = outcomes[event.id]
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                else:
+                    async with conn.begin_nested():
+                        outcome = await handler.handle(self._stored(conn, event, now))
                 if isinstance(outcome, AsLead):
                     plans.append(self.pipeline.plan(event.id, outcome.lead, event.received_at))
                     extra[event.id] = outcome.result
@@ -221,6 +227,31 @@ class Worker:
                 failed=len(failures),
                 first_event_id=claimed[0].id,
             )
+
+    async def _handle_batches(
+        self, conn: AsyncConnection, handled: list[tuple[_Claimed, Handler]], now: datetime
+    ) -> dict[int, Any]:
+        """Outcomes, by event id, from the handlers that file a batch's events together
+        (``handle_batch``, one savepoint for all). One whose call raises has its events
+        handled one by one after all, each in its own savepoint."""
+        groups: dict[int, tuple[Any, list[_Claimed]]] = {}
+        for event, handler in handled:
+            if getattr(handler, "handle_batch", None) is not None:
+                groups.setdefault(id(handler), (handler, []))[1].append(event)
+        outcomes: dict[int, Any] = {}
+        for handler, events in groups.values():
+            if len(events) < 2:
+                continue
+            try:
+                async with conn.begin_nested():
+                    found = await handler.handle_batch([self._stored(conn, e, now) for e in events])
+                    batch = dict(zip((e.id for e in events), found, strict=True))
+                outcomes.update(batch)
+            except Exception as error:
+                log.warning(
+                    "handler_batch_failed_one_by_one", events=len(events), error=repr(error)
+                )
+        return outcomes
 
     def _stored(self, conn: AsyncConnection, event: _Claimed, now: datetime) -> Stored:
         async def run_lead(inbox_id: int, lead: Lead, received_at: datetime) -> dict[str, Any]:

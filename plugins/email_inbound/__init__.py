@@ -4,8 +4,9 @@
 read exactly once (:mod:`.mailbox`), every letter stored through the intake before it is
 flagged on the server, then understood (:mod:`.message`, :mod:`.signature`) and filed
 (:mod:`.filing`): a reply on its deal, a new sender's request as a lead, the rest skipped
-with the reason (:mod:`.skipping`). Managers write to clients from a deal
-(:mod:`.sending`).
+with the reason (:mod:`.skipping`). Where mail is forwarded instead, an SMTP listener
+takes it into the same intake (:mod:`.smtp_intake`, off by default). Managers write to
+clients from a deal (:mod:`.sending`).
 """
 
 from plugins.email_inbound.channel import EmailInbound

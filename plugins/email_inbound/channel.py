@@ -5,19 +5,23 @@ from __future__ import annotations
 import hashlib
 from email import policy
 from email.parser import BytesHeaderParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from hub.context import PluginView
 from hub.hookspecs import BackgroundTask, hookimpl
+from hub.intake import Accepted
 from hub.notify import Notifier
 from plugins.email_inbound.config import EmailInboundConfig
 from plugins.email_inbound.filing import CHANNEL, MailFiling
 from plugins.email_inbound.mailbox import MailboxReader, Seen
 from plugins.email_inbound.sending import PATH as EMAILS_PATH
 from plugins.email_inbound.sending import DealMail, post_email
+
+if TYPE_CHECKING:
+    from plugins.email_inbound.smtp_intake import Forwarded, SmtpIntake
 
 log = structlog.get_logger("plugins.email_inbound")
 
@@ -49,10 +53,21 @@ class EmailInbound:
             for name, mailbox in config.mailboxes.items()
         }
         self.sender = DealMail(config.smtp) if config.smtp is not None else None
+        self.listener: SmtpIntake | None = None
+        if config.smtp_intake.enabled:
+            # Imported only when enabled: a hub that reads mailboxes needs no SMTP server.
+            from plugins.email_inbound.smtp_intake import SmtpIntake
+
+            self.listener = SmtpIntake(config.smtp_intake, config.max_message, self.keep_forwarded)
 
     @hookimpl
     def hub_background_tasks(self) -> dict[str, BackgroundTask]:
-        return {f"mailbox:{name}": reader.run for name, reader in self.readers.items()}
+        tasks: dict[str, BackgroundTask] = {
+            f"mailbox:{name}": reader.run for name, reader in self.readers.items()
+        }
+        if self.listener is not None:
+            tasks["smtp_intake"] = self.listener.run
+        return tasks
 
     @hookimpl
     def hub_intake_handler(self, channel: str) -> MailFiling | None:
@@ -80,10 +95,33 @@ class EmailInbound:
         else:
             payload["raw"] = await self.hub.attachments.save(raw)
         accepted = await self.hub.intake.accept(CHANNEL, payload, external_id=message_key(raw))
-        log.info(
+        log.debug(
             "mail_stored",
             mailbox=seen.mailbox,
             uid=seen.uid,
             event_id=accepted.id,
             duplicate=accepted.duplicate,
         )
+
+    async def keep_forwarded(self, raw: bytes, forwarded: Forwarded) -> Accepted:
+        """Store a letter handed over by SMTP; returns once it is on disk and in the intake
+        (the listener refuses a letter over its size before it gets here)."""
+        payload: dict[str, Any] = {
+            "via": "smtp",
+            "recipient": forwarded.recipient,
+            "mail_from": forwarded.mail_from,
+            "rcpt_to": list(forwarded.rcpt_to),
+            "peer": forwarded.peer,
+            "user": forwarded.user,
+            "size": len(raw),
+            "raw": await self.hub.attachments.save(raw),
+        }
+        accepted = await self.hub.intake.accept(CHANNEL, payload, external_id=message_key(raw))
+        log.info(
+            "mail_forwarded_stored",
+            recipient=forwarded.recipient,
+            peer=forwarded.peer,
+            event_id=accepted.id,
+            duplicate=accepted.duplicate,
+        )
+        return accepted

@@ -50,6 +50,7 @@ IDLE_RENEW = 25 * 60  # seconds: servers drop an IDLE after 30 minutes (RFC 2177
 FETCH_BATCH = 50  # UIDs fetched per command
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_UID = re.compile(rb"UID (\d+)")
+_EXISTS = re.compile(rb"^\d+ EXISTS\b")
 
 # keep(raw message, where it was) -> None, once it is stored durably
 Keep = Callable[[bytes, "Seen"], Awaitable[None]]
@@ -112,6 +113,9 @@ class MailboxReader:
         self.keep = keep
         self.cursor = Cursor(store, name, config.folder)
         self.state = "starting"
+        # The server announced new mail in a reply to a command of the last sync (a letter
+        # that came in during it): it says so once, so the reader syncs again, not IDLEs.
+        self._arrived = False
 
     async def run(self) -> None:
         """Read until cancelled; raises when the connection fails (the host retries)."""
@@ -121,6 +125,8 @@ class MailboxReader:
             self.state = "idle" if idle else "polling"
             while True:
                 await self.sync(client)
+                if self._arrived:
+                    continue
                 if idle:
                     await self._idle(client)
                 else:
@@ -137,6 +143,7 @@ class MailboxReader:
         if selected.result != "OK":
             raise MailboxRefused(f"folder {self.config.folder!r}: {_text(selected)}")
         uidvalidity = _uidvalidity(selected)
+        self._arrived = False  # what SELECT counted is what this sync reads
         position = await self.cursor.load()
         if position is None or position.uidvalidity != uidvalidity:
             since = position.since if position else (self.config.since or datetime.now(UTC).date())
@@ -188,6 +195,7 @@ class MailboxReader:
             )
         else:
             client = aioimaplib.IMAP4(config.host, config.imap_port, timeout=timeout)
+        _hear_arrivals(client, self._heard)
         await client.wait_hello_from_server()
         if config.security == "starttls":
             await _starttls(client, self._tls(), config.host, timeout)
@@ -208,6 +216,7 @@ class MailboxReader:
     async def _search(self, client: aioimaplib.IMAP4, *criteria: str) -> list[int]:
         response = await client.uid_search(*criteria, charset=None)
         await _ok(response, "UID SEARCH")
+
         found: list[int] = []
         for line in response.lines:
             text = bytes(line)
@@ -220,6 +229,7 @@ class MailboxReader:
         wanted = ",".join(map(str, uids))
         response = await client.uid("fetch", wanted, "(UID BODY.PEEK[])")
         await _ok(response, "UID FETCH")
+
         found: dict[int, bytes] = {}
         lines = response.lines
         for index, line in enumerate(lines):
@@ -238,6 +248,9 @@ class MailboxReader:
                 found[int(match.group(1))] = bytes(literal)
         return found
 
+    def _heard(self) -> None:
+        self._arrived = True
+
     async def _after_storing(self, client: aioimaplib.IMAP4, uids: list[int]) -> None:
         what = self.config.after_storing
         done = ",".join(map(str, uids))
@@ -249,7 +262,8 @@ class MailboxReader:
                 await _ok(await client.uid("move", done, target), "MOVE")
             else:
                 await _ok(await client.uid("copy", done, target), "COPY")
-                await _ok(await client.uid("store", done, "+FLAGS.SILENT", r"(\Deleted)"), "STORE")
+                deleted = await client.uid("store", done, "+FLAGS.SILENT", r"(\Deleted)")
+                await _ok(deleted, "STORE")
                 if client.has_capability("UIDPLUS"):
                     await _ok(await client.uid("expunge", done), "UID EXPUNGE")
 
@@ -297,6 +311,21 @@ def _uidvalidity(response: Any) -> int:
         if found:
             return int(found.group(1))
     raise ConnectionError("the server gave no UIDVALIDITY for the folder")
+
+
+def _hear_arrivals(client: aioimaplib.IMAP4, heard: Callable[[], None]) -> None:
+    """Call ``heard`` on every ``* n EXISTS`` the server sends: new mail. aioimaplib drops
+    one that comes with the reply to a command it runs asynchronously (UID SEARCH, FETCH,
+    STORE), and the server never repeats it, so it is listened for where lines come in."""
+    protocol = client.protocol
+    untagged = protocol._untagged_response
+
+    def listen(line: bytes) -> Any:
+        if _EXISTS.match(line.removeprefix(b"* ")):
+            heard()
+        return untagged(line)
+
+    protocol._untagged_response = listen
 
 
 def _lines(pushed: Any) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -203,6 +204,31 @@ async def test_a_letter_arriving_while_the_hub_waits_is_a_deal_within_two_second
     await filed(running, 1)
 
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_letter_arriving_while_the_hub_reads_others_is_read_before_it_waits(
+    mailroom, sqlite_url
+):
+    # The server announces the second letter once, in its reply to the STORE that flags
+    # the first; the reader must not then wait in IDLE for an announcement that is over.
+    mailroom.deliver(SALES, letter()[0])
+    hub = make_hub(mailbox_settings(mailroom, sqlite_url), extra={"email_inbound": EmailInbound})
+    reader = hub.plugins.records["email_inbound"].instance.readers["sales"]
+    keep = reader.keep
+    second = letter(sender="Анна Белова <belova@stroy-mir.ru>")[0]
+
+    async def keep_while_a_letter_arrives(raw: bytes, seen: Any) -> None:
+        if seen.uid == 1:
+            await asyncio.to_thread(mailroom.deliver, SALES, second)
+        await keep(raw, seen)
+
+    reader.keep = keep_while_a_letter_arrives
+    await hub.start()
+    try:
+        found = await filed(hub, 2)
+        assert [r["decision"] for r in found] == ["new_contact", "new_contact"]
+    finally:
+        await hub.stop()
 
 
 async def test_a_restart_reads_nothing_twice_and_flags_what_it_stored(mailroom, sqlite_url):
