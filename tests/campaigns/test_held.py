@@ -73,10 +73,14 @@ async def test_held_messages_are_listed_and_sent_again_when_the_head_says_they_d
     assert len(gateway.sent) == 1  # taken as sent: nobody gets it twice
     async with hub.store.read() as conn:
         events = (
-            await conn.execute(
-                select(DomainEvent.payload).where(DomainEvent.type == "campaign.held_settled")
+            (
+                await conn.execute(
+                    select(DomainEvent.payload).where(DomainEvent.type == "campaign.held_settled")
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert [(e["messages"], e["resend"]) for e in events] == [(1, True), (1, False)]
 
 

@@ -26,9 +26,7 @@ async def sent_campaign(hub, gateway, people: int) -> int:
     return campaign
 
 
-async def test_unreported_messages_are_asked_for_and_become_delivered_or_failed(
-    store_url, gateway
-):
+async def test_unreported_messages_are_asked_for_and_become_delivered_or_failed(store_url, gateway):
     hub = await started_hub(store_url)
     try:
         campaign = await sent_campaign(hub, gateway, 3)
