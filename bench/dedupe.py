@@ -172,6 +172,8 @@ class Record:
     emails: list[str]
     company: str | None
     city: str | None
+    birth_date: str | None = None
+    address: str | None = None
 
 
 def translit(text: str) -> str:
@@ -265,6 +267,173 @@ def generate(people: int, rng: random.Random) -> list[Record]:
     return records
 
 
+# The second configuration, not used to tune the matcher: other names (some the matcher's
+# name list does not know), big companies with namesakes, couples on a home phone and at
+# one address, and people known by name, birth date and address only.
+HARD_MALE = [*MALE, "Ростислав", "Богдан", "Тимур", "Глеб", "Арсений", "Вадим", "Эдуард"]
+HARD_FEMALE = [*FEMALE, "Арина", "Эльвира", "Лилия", "Алла", "Полина", "Зоя", "Снежана"]
+ROOTS = [
+    "Бел",
+    "Чер",
+    "Сид",
+    "Карп",
+    "Гусе",
+    "Жук",
+    "Лоск",
+    "Мельник",
+    "Пономар",
+    "Тарас",
+    "Ковал",
+    "Шевел",
+    "Гонча",
+    "Рыб",
+    "Медвед",
+    "Кулик",
+    "Сорок",
+    "Щеглов",
+    "Дроздов",
+    "Быстр",
+    "Тихон",
+    "Ершов",
+    "Клим",
+    "Сав",
+    "Дани",
+    "Ларион",
+    "Мирон",
+    "Прохор",
+    "Ефим",
+    "Фомич",
+    "Устин",
+    "Харит",
+    "Лукин",
+    "Нестер",
+    "Осип",
+    "Рябин",
+    "Тюрин",
+]
+ENDINGS = [("ов", "ова"), ("ев", "ева"), ("ин", "ина"), ("ский", "ская"), ("енко", "енко")]
+STREETS = ["Ленина", "Мира", "Гагарина", "Советская", "Победы", "Садовая", "Lenina", "Mira"]
+HARD_CITIES = [("Самара", "Samara"), ("Казань", "Kazan"), ("Пермь", "Perm"), ("Тула", "Tula")]
+
+
+def patronymic(father: str, female: bool) -> str:
+    stem = father[:-1] if father.endswith(("й", "ь")) else father
+    if father.endswith("й"):
+        return stem + ("евна" if female else "евич")
+    return stem + ("овна" if female else "ович")
+
+
+def _born(rng: random.Random) -> str:
+    return f"{rng.randrange(1950, 2004)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+
+
+def _house(city: str, rng: random.Random) -> str:
+    street = rng.choice(STREETS)
+    return f"{city}, ул. {street}, д. {rng.randrange(1, 120)}, кв. {rng.randrange(1, 200)}"
+
+
+def generate_hard(people: int, rng: random.Random) -> list[Record]:
+    records: list[Record] = []
+    surnames = [
+        (root + m, root + f) for root in ROOTS for m, f in ENDINGS if not root.endswith("ов")
+    ] + [(root, root + "а") for root in ROOTS if root.endswith("ов")]
+    companies = [
+        (f"{rng.choice(COMPANIES)}-{i}", "".join(rng.choice("0123456789") for _ in range(7)))
+        for i in range(max(2, people // 200))
+    ]
+    person = 0
+    while person < people:
+        female = rng.random() < 0.5
+        male_last, female_last = rng.choice(surnames)
+        city = rng.choice(HARD_CITIES)
+        home = rng.choice(["846", "843", "342", "487"]) + "".join(
+            rng.choice("0123456789") for _ in range(7)
+        )
+        house = _house(city[0], rng)
+        company = rng.choice(companies) if rng.random() < 0.35 else None
+        first = rng.choice(HARD_FEMALE if female else HARD_MALE)
+        # (first, last, patronymic, birth date, address, home phone, company, role)
+        group = [
+            (
+                first,
+                female_last if female else male_last,
+                patronymic(rng.choice(MALE), female),
+                _born(rng),
+                house,
+                None,
+                company,
+            )
+        ]
+        if company and rng.random() < 0.15:  # a namesake colleague: another person
+            group.append(
+                (
+                    first,
+                    group[0][1],
+                    patronymic(rng.choice(MALE), female),
+                    _born(rng),
+                    _house(rng.choice(HARD_CITIES)[0], rng),
+                    None,
+                    company,
+                )
+            )
+        if rng.random() < 0.15:  # a couple: a home phone and an address, one surname
+            group[0] = (*group[0][:5], home, company)
+            other = not female
+            group.append(
+                (
+                    rng.choice(HARD_FEMALE if other else HARD_MALE),
+                    female_last if other else male_last,
+                    patronymic(rng.choice(MALE), other),
+                    _born(rng),
+                    house,
+                    home,
+                    None,
+                )
+            )
+        for index, (first_, last_, middle, born, address, home_, company_) in enumerate(group):
+            offline = rng.random() < 0.2  # known by name, birth date and address only
+            mobile = rng.choice(["912", "903", "916", "927", "937", "950"]) + "".join(
+                rng.choice("0123456789") for _ in range(7)
+            )
+            login = translit(f"{first_[0]}.{last_}").lower().replace(" ", "") + str(
+                rng.randrange(100, 10000)
+            )
+            email = f"{login}@{rng.choice(DOMAINS)}"
+            for copy in range(rng.choice([1, 2, 2, 3])):
+                phones: list[str] = []
+                emails: list[str] = []
+                if not offline:
+                    if rng.random() < 0.7:
+                        phones.append(fmt_phone(mobile, rng))
+                    if home_ and rng.random() < 0.5:
+                        phones.append(fmt_phone(home_, rng))
+                    if company_ and rng.random() < 0.5:
+                        phones.append(fmt_phone("846" + company_[1], rng))
+                    if rng.random() < 0.5:
+                        emails.append(email)
+                    if company_ and rng.random() < 0.3:
+                        emails.append(f"info@{translit(company_[0]).lower()}.ru")
+                    if not phones and not emails:
+                        phones.append(fmt_phone(mobile, rng))
+                name = f"{last_} {first_} {middle}" if copy == 0 else vary_name(first_, last_, rng)
+                if name and copy and rng.random() < 0.3:
+                    name = f"{name} {middle}"
+                records.append(
+                    Record(
+                        person + index,
+                        name,
+                        phones,
+                        emails,
+                        company_[0] if company_ else None,
+                        city[1] if rng.random() < 0.3 else city[0],
+                        born if rng.random() < (0.9 if offline else 0.4) else None,
+                        address if rng.random() < (0.9 if offline else 0.3) else None,
+                    )
+                )
+        person += len(group)
+    return records
+
+
 def keys(record: Record, settings: Settings) -> set[tuple[str, str]]:
     found = set()
     for raw in record.phones:
@@ -285,7 +454,7 @@ def keys(record: Record, settings: Settings) -> set[tuple[str, str]]:
     return found
 
 
-def quality(records: list[Record], settings: Settings) -> dict[str, float]:
+def quality(records: list[Record], settings: Settings, model=None) -> dict[str, float]:
     """Replay the records as leads, in order, the way the hub places them, and score the result.
 
     Each record either joins the best-scoring contact (at or above ``matching.join``),
@@ -314,6 +483,8 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
             record.city,
             [Point(kind, norm, norm) for kind, norm in ks],
             shared,
+            birth_date=record.birth_date,
+            address=record.address,
         )
         best, best_score = None, 0.0
         for c in candidates:
@@ -321,9 +492,17 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
             result = score(
                 lead,
                 Candidate(
-                    c, contact["name"], contact["company"], contact["city"], None, contact["points"]
+                    c,
+                    contact["name"],
+                    contact["company"],
+                    contact["city"],
+                    None,
+                    contact["points"],
+                    birth_date=contact["birth_date"],
+                    address=contact["address"],
                 ),
                 BUILTIN,
+                model,
             )
             if result.value > best_score:
                 best, best_score = c, result.value
@@ -334,6 +513,8 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
                     "name": record.name,
                     "company": record.company,
                     "city": record.city,
+                    "birth_date": record.birth_date,
+                    "address": record.address,
                     "points": set(),
                     "members": [],
                 }
@@ -345,15 +526,9 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
                 contact["points"].add(k)
                 holders.setdefault(k, []).append(best)
 
-    by_person: dict[int, list[int]] = {}
-    for i, r in enumerate(records):
-        by_person.setdefault(r.person, []).append(i)
-    truth = {(a, b) for ids in by_person.values() for a, b in itertools.combinations(ids, 2)}
+    truth = true_pairs(records)
     linked = {(a, b) for c in contacts for a, b in itertools.combinations(c["members"], 2)}
-    tp, fp, fn = len(linked & truth), len(linked - truth), len(truth - linked)
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    tp, fp, fn, precision, recall, f1 = pairwise(linked, truth)
     unreachable = sum(
         1 for a, b in truth if not (keys(records[a], settings) & keys(records[b], settings))
     )
@@ -369,6 +544,21 @@ def quality(records: list[Record], settings: Settings) -> dict[str, float]:
         "no_shared_point": unreachable,
         "contacts": len(contacts),
     }
+
+
+def true_pairs(records: list[Record]) -> set[tuple[int, int]]:
+    by_person: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        by_person.setdefault(r.person, []).append(i)
+    return {(a, b) for ids in by_person.values() for a, b in itertools.combinations(ids, 2)}
+
+
+def pairwise(linked: set, truth: set) -> tuple[int, int, int, float, float, float]:
+    tp, fp, fn = len(linked & truth), len(linked - truth), len(truth - linked)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return tp, fp, fn, precision, recall, f1
 
 
 def build_store(path: Path, contacts: int, rng: random.Random) -> list[str]:
@@ -466,7 +656,12 @@ def import_records(path: Path, records: list[Record], settings: Settings) -> Non
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
     rows, points = [], []
     for cid, record in enumerate(records, start=1):
-        custom = json.dumps({"company": record.company} if record.company else {})
+        fields = {
+            "company": record.company,
+            "birth_date": record.birth_date,
+            "address": record.address,
+        }
+        custom = json.dumps({k: v for k, v in fields.items() if v})
         rows.append((cid, record.name, record.city, custom, f"EXT-{cid}", now, now))
         for kind, normalized in keys(record, settings):
             points.append((cid, kind, normalized, normalized, now))
@@ -485,7 +680,9 @@ def import_records(path: Path, records: list[Record], settings: Settings) -> Non
 
 
 def scan_figures(path: Path, settings: Settings) -> tuple[float, float, int, int]:
-    import tracemalloc
+    """Wall time of a scan and the process's peak resident memory (tracemalloc, used
+    before, slowed the scan itself several times over)."""
+    import resource
 
     from hub.dedupe import scan
     from hub.store import Store
@@ -498,13 +695,105 @@ def scan_figures(path: Path, settings: Settings) -> tuple[float, float, int, int
         finally:
             await store.close()
 
-    tracemalloc.start()
     started = time.perf_counter()
     found, compared = asyncio.run(go())
     elapsed = time.perf_counter() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return elapsed, peak / 1e6, found, compared
+
+
+def scan_quality(path: Path, records: list[Record], settings: Settings, model=None) -> dict:
+    """``hub dedupe scan`` over a store holding each record as a contact: the records of
+    each proposed cluster count as linked; pairwise precision, recall and F1 of that."""
+    from hub.dedupe import scan
+    from hub.store import Store
+
+    async def go():
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        try:
+            return await scan(store, settings, model=model)
+        finally:
+            await store.close()
+
+    started = time.perf_counter()
+    pairs, compared = asyncio.run(go())
+    clusters: dict[int, set[int]] = {}
+    for p in pairs:
+        if p.cluster is not None:
+            clusters.setdefault(p.cluster, set()).update((p.a - 1, p.b - 1))
+    linked = {
+        pair for members in clusters.values() for pair in itertools.combinations(sorted(members), 2)
+    }
+    tp, fp, fn, precision, recall, f1 = pairwise(linked, true_pairs(records))
+    return {
+        "compared": compared,
+        "clusters": len(clusters),
+        "kept_apart": sum(1 for p in pairs if p.kept_apart),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_model(path: Path, settings: Settings):
+    from hub.dedupe import train
+    from hub.domain.weights import DEFAULT
+    from hub.store import Store
+
+    async def go():
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        try:
+            return await train(store, settings, base=DEFAULT)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def report(label: str, records: list[Record], settings: Settings, tmp: Path, seed: int) -> None:
+    """Pairwise figures for one generated set: replayed as leads (default model), scanned
+    (default model), then with the model `hub dedupe train` learns from the scanned store."""
+    started = time.perf_counter()
+    q = quality(records, settings)
+    print(
+        f"# {label}: {q['records']} records (seed {seed}), {q['true_pairs']} true pairs, "
+        f"join >= {settings.matching.join}"
+    )
+    print(
+        f"  as leads, default model:  precision {q['precision']:.4f}  recall {q['recall']:.4f}  "
+        f"F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, fn {q['fn']}; "
+        f"{q['no_shared_point']} true pairs share no phone or email; "
+        f"{time.perf_counter() - started:.1f} s)"
+    )
+    path = tmp / f"{label}.db"
+    import_records(path, records, settings)
+    s = scan_quality(path, records, settings)
+    print(
+        f"  scan + clusters, default: precision {s['precision']:.4f}  recall {s['recall']:.4f}  "
+        f"F1 {s['f1']:.4f}  (tp {s['tp']}, fp {s['fp']}, fn {s['fn']}; {s['compared']} pairs "
+        f"compared, {s['clusters']} clusters, {s['kept_apart']} strong pairs kept apart; "
+        f"{s['seconds']:.1f} s)"
+    )
+    trained = train_model(path, settings)
+    model = trained.model
+    q = quality(records, settings, model)
+    s = scan_quality(path, records, settings, model)
+    print(
+        f"  trained on the store in {trained.seconds:.1f} s ({trained.pairs} candidate pairs, "
+        f"{trained.share:.1%} one person, prior {model.prior:.1f} bits):"
+    )
+    print(
+        f"  as leads, trained model:  precision {q['precision']:.4f}  recall {q['recall']:.4f}  "
+        f"F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, fn {q['fn']})"
+    )
+    print(
+        f"  scan + clusters, trained: precision {s['precision']:.4f}  recall {s['recall']:.4f}  "
+        f"F1 {s['f1']:.4f}  (tp {s['tp']}, fp {s['fp']}, fn {s['fn']})"
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -518,26 +807,27 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scan-contacts", type=int, default=100_000)
+    parser.add_argument(
+        "--quality-only", action="store_true", help="Only the quality figures, no speed runs."
+    )
+    parser.add_argument("--speed-only", action="store_true", help="Only the speed runs.")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     settings = Settings()
 
-    started = time.perf_counter()
-    records = generate(args.people, rng)
-    q = quality(records, settings)
-    print(
-        f"# dedupe quality: {q['records']} records of {args.people} people "
-        f"(seed {args.seed}), {q['true_pairs']} true pairs, join >= {settings.matching.join}"
-    )
-    print(
-        f"precision {q['precision']:.4f}  recall {q['recall']:.4f}  F1 {q['f1']:.4f}  "
-        f"(tp {q['tp']}, fp {q['fp']}, fn {q['fn']}; {time.perf_counter() - started:.1f} s)"
-    )
-    print(
-        f"{q['contacts']} contacts made; {q['no_shared_point']} true pairs share no phone or "
-        "email directly (found only through a third record, or not at all)"
-    )
+    if args.speed_only:
+        run_speed(args, rng, settings)
+        return
+    with tempfile.TemporaryDirectory(prefix="hub-dedupe-quality-") as tmp:
+        report("generated", generate(args.people, rng), settings, Path(tmp), args.seed)
+        hard = generate_hard(args.people, random.Random(args.seed + 1))
+        report("namesakes-couples-offline", hard, settings, Path(tmp), args.seed + 1)
+    if args.quality_only:
+        return
+    run_speed(args, rng, settings)
 
+
+def run_speed(args: argparse.Namespace, rng: random.Random, settings: Settings) -> None:
     with tempfile.TemporaryDirectory(prefix="hub-dedupe-") as tmp:
         scan_records = []
         people = 0
@@ -549,7 +839,13 @@ def main() -> None:
         elapsed, peak, found, compared = scan_figures(Path(tmp) / "scan.db", settings)
         print(
             f"hub dedupe scan over {len(scan_records)} contacts: {elapsed:.1f} s wall, "
-            f"peak Python memory {peak:.0f} MB; {compared} pairs compared, {found} for review"
+            f"peak process memory {peak:.0f} MB; {compared} pairs compared, {found} for review"
+        )
+        started = time.perf_counter()
+        trained = train_model(Path(tmp) / "scan.db", settings)
+        print(
+            f"hub dedupe train over {len(scan_records)} contacts: "
+            f"{time.perf_counter() - started:.1f} s wall ({trained.pairs} candidate pairs)"
         )
 
         path = Path(tmp) / "big.db"

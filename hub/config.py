@@ -364,10 +364,14 @@ class AssignmentSection(Section):
 class MatchingSection(Section):
     """How an incoming lead is matched to a known contact."""
 
-    # At or above `join` the lead joins the contact; from `review` up to `join` it gets a new
-    # contact flagged as a possible duplicate; below `review`, a new contact.
-    join: float = Field(0.9, gt=0, le=1)
-    review: float = Field(0.6, gt=0, le=1)
+    # Match probabilities (hub/domain/weights.py). At or above `join` the lead joins the
+    # contact; from `review` up to `join` it gets a new contact flagged as a possible
+    # duplicate; below `review`, a new contact.
+    join: float = Field(0.99, gt=0, le=1)
+    review: float = Field(0.05, gt=0, le=1)
+    # The match model `hub dedupe train` writes; relative to the config file's folder.
+    # Until it exists the built-in defaults are used.
+    model: str = "var/match_model.json"
     # Mailboxes and points that several people share count only as weak evidence.
     generic_mailboxes: list[str] = [
         "info",

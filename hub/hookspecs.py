@@ -143,9 +143,10 @@ def hub_matchers(hub: Hub) -> list[Any] | None:
     """Return extra matchers for deciding whether a lead is a known contact.
 
     A matcher has a ``name`` and ``evidence(lead, candidate)`` returning a list of
-    :class:`hub.domain.matching.Evidence` (a weight and a readable reason). Candidates
-    are contacts sharing a phone or email with the lead; the built-in matchers
-    (points, name, company, city) always run. Called once at start-up.
+    :class:`hub.domain.matching.Evidence` (a weight and a readable reason), each added
+    as one more partial weight to the built-in Fellegi–Sunter comparison, which always
+    runs. Candidates are contacts sharing a phone or email with the lead (a scan also
+    blocks on names). Called once at start-up.
     """
 
 

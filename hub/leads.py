@@ -68,6 +68,7 @@ from hub.domain.normalize import (
     phone_point,
 )
 from hub.domain.similarity import company_key
+from hub.domain.weights import load_model, model_path
 from hub.store.models import (
     Company,
     Contact,
@@ -129,6 +130,7 @@ class _Contact:
     company_ref: CompanyRef | None = None
     tax_id: str | None = None
     create: CreateContact | None = None
+    details: dict[str, str] = field(default_factory=dict)  # birth date, address, postcode
 
     @property
     def ref(self) -> ContactRef:
@@ -179,6 +181,7 @@ class LeadPipeline:
         self.matching: MatchingSection = settings.matching
         self.reserve = reserve
         self.matchers: list[Matcher] = [*BUILTIN, *matchers]
+        self.model = load_model(model_path(settings))
         self._dotless = frozenset(d.lower() for d in self.matching.dotless_domains)
         self._plus = frozenset(d.lower() for d in self.matching.plus_tag_domains)
         self._generic = {m.lower() for m in self.matching.generic_mailboxes}
@@ -507,6 +510,7 @@ class LeadPipeline:
                 set(),
                 company_ref=company_id,
                 tax_id=tax_id,
+                details=_details(custom),
             )
         points = await conn.execute(
             select(points_t.c.contact_id, points_t.c.kind, points_t.c.normalized).where(
@@ -559,7 +563,15 @@ class LeadPipeline:
             if self._is_generic(k)
             or len(holders.get(k, [])) + len(batch_holders.get(k, [])) >= self.matching.shared_after
         }
-        incoming = Incoming(lead.name, lead.company, lead.city, plan.points, shared, plan.tax_id)
+        incoming = Incoming(
+            lead.name,
+            lead.company,
+            lead.city,
+            plan.points,
+            shared,
+            plan.tax_id,
+            **_details(lead.custom),
+        )
         candidates: list[_Contact] = []
         for k in keys:
             for cid in holders.get(k, []):
@@ -578,8 +590,9 @@ class LeadPipeline:
                 contact.owner_id,
                 contact.points,
                 contact.tax_id,
+                **contact.details,
             )
-            result = score(incoming, candidate, self.matchers)
+            result = score(incoming, candidate, self.matchers, self.model)
             if best is None or result.value > best[1].value:
                 best = (contact, result)
         if best is not None and best[1].value >= self.matching.join:
@@ -851,6 +864,15 @@ class LeadPipeline:
             occurred_at=plan.received_at,
             inbox_id=plan.inbox_id,
         )
+
+
+def _details(custom: dict[str, Any] | None) -> dict[str, str]:
+    """The identifying custom fields matching compares (an import keeps them there)."""
+    return {
+        key: str(custom[key])
+        for key in ("birth_date", "address", "postcode")
+        if custom and custom.get(key)
+    }
 
 
 def deal_title(lead: Lead) -> str:

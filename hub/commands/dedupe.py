@@ -1,4 +1,4 @@
-"""`hub dedupe`: Duplicate contacts: scan, list, dismiss."""
+"""`hub dedupe`: Duplicate contacts: scan, list, dismiss; the match model: train, show."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ def dedupe() -> None:
     "--out",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also write one CSV row per pair: id_a,id_b,score,reasons.",
+    help="Also write one CSV row per pair: id_a,id_b,score,reasons,cluster.",
 )
 @click.pass_context
 def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
-    """Compare contacts sharing a phone or email; list likely duplicates for review."""
+    """Compare contacts sharing a phone, email, name key, birth date or address; list likely
+    duplicates for review, linked into clusters."""
     import time
 
     from hub.dedupe import save_for_review, scan, write_csv
@@ -53,11 +54,75 @@ def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
     if out is not None:
         write_csv(pairs, out)
     likely = sum(1 for p in pairs if p.score >= settings.matching.join)
+    clusters: dict[int, set[int]] = {}
+    for p in pairs:
+        if p.cluster is not None:
+            clusters.setdefault(p.cluster, set()).update((p.a, p.b))
+    apart = sum(1 for p in pairs if p.kept_apart)
     click.echo(
-        f"compared {compared} pairs sharing a phone or email in "
+        f"compared {compared} pairs sharing a phone, email, name key, birth date or address in "
         f"{time.perf_counter() - started:.1f} s: {len(pairs)} for review "
         f"({likely} at or above join {settings.matching.join})"
         + (f", written to {out}" if out else "")
+    )
+    click.echo(
+        f"{len(clusters)} clusters proposed as merges "
+        f"({sum(len(c) for c in clusters.values())} contacts); "
+        f"{apart} strong pairs kept apart: a record of one side differs from the other"
+    )
+
+
+@dedupe.command("train")
+@click.option("--iterations", type=int, default=50, show_default=True, help="EM iterations.")
+@click.pass_context
+def dedupe_train(ctx: click.Context, iterations: int) -> None:
+    """Learn the match model from the store (u from random pairs and counts, m by EM over
+    candidate pairs) and write it to matching.model."""
+    from hub.dedupe import train
+    from hub.domain.weights import model_path
+
+    settings = _settings(ctx)
+    path = model_path(settings)
+    if path is None:
+        raise click.UsageError("matching.model is relative and there is no config file")
+
+    async def go() -> Any:
+        async with offline_hub(settings) as hub:
+            return await train(hub.store, settings, iterations=iterations)
+
+    result = _run(go())
+    result.model.save(path)
+    click.echo(
+        f"model version {result.model.version} written to {path}: {result.model.contacts} "
+        f"contacts, {result.pairs} candidate pairs ({result.dismissed} dismissed), "
+        f"{result.random_pairs} random pairs; {result.share:.1%} of candidate pairs look "
+        f"like one person; {result.model.iterations} EM iterations in {result.seconds:.1f} s"
+    )
+    if result.kept:
+        click.echo(
+            "m kept at the defaults (EM did not tell people apart on them here): "
+            + ", ".join(result.kept)
+        )
+
+
+@dedupe.command("model")
+@click.pass_context
+def dedupe_model(ctx: click.Context) -> None:
+    """Print the match model: per field and level, m, u and the match weight in bits."""
+    from hub.dedupe import describe_model
+    from hub.domain.weights import load_model, model_path
+
+    settings = _settings(ctx)
+    path = model_path(settings)
+    model = load_model(path)
+    for line in describe_model(model):
+        click.echo(line)
+    if path is not None:
+        click.echo(f"file {path}" + ("" if path.exists() else " (not written yet)"))
+    _table(["field", "level", "reason", "m", "u", "weight", "frequencies"], model.table())
+    click.echo(
+        f"join at match probability {settings.matching.join}, "
+        f"review from {settings.matching.review}"
     )
 
 
@@ -97,7 +162,7 @@ def dedupe_list(ctx: click.Context, limit: int) -> None:
     rows = _run(_with_store(settings, go))
     _table(
         ["pair", "contact", "name", "maybe same as", "name", "score", "from", "why"],
-        [[*r[:5], f"{r[5]:.2f}", r[6], " + ".join(r[7]["reasons"])] for r in rows],
+        [[*r[:5], f"{r[5]:.2f}", r[6], ", ".join(r[7]["reasons"])] for r in rows],
     )
 
 

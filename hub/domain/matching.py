@@ -1,32 +1,73 @@
-"""Is this lead someone we know? Evidence from pluggable matchers, combined into a score.
+"""Is this lead someone we know? A Fellegi–Sunter score from field comparisons.
 
-A matcher looks at the incoming lead and one candidate contact (found through
-the phone and email index, never by scanning) and returns evidence: a weight
-and a reason a person can read. Positive weights combine as independent
-signals (``1 - Π(1 - w)``); a *doubt* (a different name on the same phone)
-multiplies the result down. A company adds its own matcher through the
-``hub_matchers`` hook.
+The lead and one candidate contact (found through the phone and email index, or a
+name block in a scan, never by scanning) are compared field by field
+(:func:`compare`): each field lands on a level (equal, close, different, missing).
+Each level has a match weight in bits from the match model
+(:mod:`hub.domain.weights`); the weights plus the model's prior are the log2 odds
+that the two are one person, turned into a probability. Disagreement weighs
+against: a different personal mobile or mailbox, first name, patronymic, birth
+date, gender, city. The reasons are the partial weights, strongest first:
+``same phone +22.6, last name equal +8.7, first name differs −4.9``.
+
+A company adds its own matcher through the ``hub_matchers`` hook; its evidence
+is mapped to a partial weight (:func:`evidence_bits`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from rapidfuzz import fuzz
+
 from hub.domain.normalize import Point
 from hub.domain.similarity import (
+    FIRST_NAMES,
+    PersonName,
     company_similarity,
-    full_names_agree,
-    name_similarity,
-    names_conflict,
+    parse_name,
+    place_key,
 )
+from hub.domain.weights import DEFAULT, LEVELS, MatchModel
+
+# Mailboxes several people read; the defaults of ``matching.generic_mailboxes``. Only used
+# to tell a candidate's personal mailbox from a shared one.
+GENERIC_MAILBOXES = frozenset(
+    [
+        "info",
+        "sales",
+        "office",
+        "mail",
+        "admin",
+        "support",
+        "hello",
+        "contact",
+        "contacts",
+        "zakaz",
+        "order",
+        "orders",
+        "buh",
+        "secretary",
+        "reception",
+        "priem",
+        "noreply",
+    ]
+)
+CLOSE = 85  # rapidfuzz fuzz.ratio (normalized Indel similarity, 0..100) for a typo
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    weight: float  # 0..1 for support; for a doubt, the factor (<1) the score is multiplied by
+    """What a matcher found. ``weight`` is 0..1 for support (how sure this evidence
+    alone makes the matcher), for a doubt the factor (<1) a score would be multiplied
+    by; ``bits``, when set, is the partial match weight itself."""
+
+    weight: float
     reason: str
     doubt: bool = False
+    bits: float | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +80,9 @@ class Incoming:
     points: list[Point]
     shared: set[tuple[str, str]] = field(default_factory=set)  # points many people use
     tax_id: str | None = None
+    birth_date: str | None = None  # ISO date
+    address: str | None = None
+    postcode: str | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +96,9 @@ class Candidate:
     owner_id: int | None
     points: set[tuple[str, str]] = field(default_factory=set)
     tax_id: str | None = None  # of the contact's company
+    birth_date: str | None = None
+    address: str | None = None
+    postcode: str | None = None
 
 
 class Matcher(Protocol):
@@ -62,103 +109,267 @@ class Matcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    value: float
+    value: float  # the match probability
     reasons: tuple[str, ...]
 
     def describe(self) -> str:
-        return f"{self.value:.2f}: " + " + ".join(self.reasons)
+        return f"{self.value:.2f}: " + ", ".join(self.reasons)
 
 
-class PointMatcher:
-    """The same phone or email: strong, unless many people use it (an office line, info@)."""
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Where one field of two records landed; ``value`` is the agreeing value, whose
+    frequency in the store weighs an equal level."""
 
-    name = "points"
+    field: str
+    level: str
+    value: str | None = None
 
-    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
-        found = []
-        for point in lead.points:
-            key = (point.kind, point.normalized)
-            if key not in candidate.points:
-                continue
-            if key in lead.shared:
-                found.append(Evidence(0.2, f"shared {point.kind} {point.normalized}"))
+
+# Matchers that always run besides the model's comparisons; none are built in any more,
+# the list stays for callers that add plugin matchers to it.
+BUILTIN: list[Matcher] = []
+
+
+def _mobile(number: str) -> bool:
+    return number.startswith("+79")  # Russian mobiles; other numbers count as landlines
+
+
+def _points(lead: Incoming, candidate: Candidate) -> list[Comparison]:
+    out = []
+    for kind in ("phone", "email"):
+        mine = {p.normalized for p in lead.points if p.kind == kind}
+        theirs = {n for k, n in candidate.points if k == kind}
+        if not mine or not theirs:
+            continue
+        common = mine & theirs
+        if common:
+            personal = sorted(n for n in common if (kind, n) not in lead.shared)
+            if personal:
+                out.append(Comparison(kind, "equal"))
             else:
-                found.append(Evidence(0.92, f"same {point.kind}"))
-        return found
-
-
-class NameMatcher:
-    """The same name across alphabets, order and initials supports; a different one casts doubt."""
-
-    name = "name"
-
-    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
-        score = name_similarity(lead.name, candidate.name)
-        if score is None:
-            return []
-        if score < 0.5 or names_conflict(lead.name, candidate.name):
-            return [Evidence(0.75, f"different name {score:.2f}", doubt=True)]
-        if score >= 0.85:
-            return [Evidence(0.5 * score, f"name {score:.2f}")]
-        return []
-
-
-class CompanyMatcher:
-    """The same company supports; the same full name at the same company is strong.
-
-    Namesakes in one company are rare, and this is what recognises a person who
-    wrote once from their own address and once from the office's shared one.
-    """
-
-    name = "company"
-
-    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
-        if lead.tax_id and candidate.tax_id:
-            if lead.tax_id != candidate.tax_id:
-                return [Evidence(0.8, "different tax id", doubt=True)]
-            same = True
-            label = "same tax id"
+                out.append(Comparison(kind, "shared", min(common)))
+            continue
+        if kind == "phone":
+            own = {n for n in mine if _mobile(n) and (kind, n) not in lead.shared}
+            if own and any(_mobile(n) for n in theirs):
+                out.append(Comparison(kind, "mobile_differs"))
+            else:
+                out.append(Comparison(kind, "differs"))
         else:
-            score = company_similarity(lead.company, candidate.company)
-            same = score is not None and score >= 0.9
-            label = "same company"
-        if not same:
-            return []
-        if full_names_agree(lead.name, candidate.name):
-            reason = (
-                "same full name, same tax id"
-                if label == "same tax id"
-                else "same full name at the same company"
-            )
-            return [Evidence(0.8, reason)]
-        return [Evidence(0.4 if label == "same tax id" else 0.3, label)]
+            own = {n for n in mine if (kind, n) not in lead.shared}
+            other = {n for n in theirs if n.split("@", 1)[0] not in GENERIC_MAILBOXES}
+            if own and other:
+                out.append(Comparison(kind, "differs"))
+    return out
 
 
-class CityMatcher:
-    name = "city"
-
-    def evidence(self, lead: Incoming, candidate: Candidate) -> list[Evidence]:
-        if (
-            lead.city
-            and candidate.city
-            and lead.city.strip().lower() == candidate.city.strip().lower()
-        ):
-            return [Evidence(0.1, "same city")]
-        return []
+def _close(a: str, b: str) -> bool:
+    return min(len(a), len(b)) >= 4 and fuzz.ratio(a, b) >= CLOSE
 
 
-BUILTIN: list[Matcher] = [PointMatcher(), NameMatcher(), CompanyMatcher(), CityMatcher()]
+def _first(a: PersonName, b: PersonName) -> Comparison | None:
+    if a.first and b.first:
+        if a.first == b.first:
+            return Comparison("first_name", "equal", a.first)
+        if _close(a.first, b.first):
+            return Comparison("first_name", "close")
+        ga, gb = FIRST_NAMES.get(a.first), FIRST_NAMES.get(b.first)
+        if ga and gb and ga != gb:  # Иван and Мария: not a nickname, not a typo
+            return Comparison("first_name", "gender_differs")
+        return Comparison("first_name", "differs")
+    x = a.first or a.first_initial
+    y = b.first or b.first_initial
+    if x and y:
+        agrees = x.startswith(y) or y.startswith(x)
+        return Comparison("first_name", "initial" if agrees else "differs")
+    return None
 
 
-def score(lead: Incoming, candidate: Candidate, matchers: list[Matcher]) -> Score:
-    keep = 1.0
-    factor = 1.0
-    reasons: list[str] = []
+def _last(a: PersonName, b: PersonName) -> Comparison | None:
+    if not a.last or not b.last:
+        return None
+    if a.last == b.last:
+        if a.last_gender and b.last_gender and a.last_gender != b.last_gender:
+            return Comparison("last_name", "gender_differs")
+        return Comparison("last_name", "equal", a.last)
+    return Comparison("last_name", "close" if _close(a.last, b.last) else "differs")
+
+
+def _patronymic(a: PersonName, b: PersonName) -> Comparison | None:
+    if a.patronymic and b.patronymic:
+        if a.patronymic == b.patronymic or _close(a.patronymic, b.patronymic):
+            return Comparison("patronymic", "equal", a.patronymic)
+        return Comparison("patronymic", "differs")
+    x = a.patronymic or a.patronymic_initial
+    y = b.patronymic or b.patronymic_initial
+    if x and y:
+        agrees = x.startswith(y) or y.startswith(x)
+        return Comparison("patronymic", "initial" if agrees else "differs")
+    return None
+
+
+def _names(a: PersonName, b: PersonName) -> list[Comparison]:
+    first, last = _first(a, b), _last(a, b)
+    if (
+        first is not None
+        and last is not None
+        and first.level == last.level == "differs"
+        and a.first
+        and b.first
+        and a.last
+        and b.last
+        and {a.first, a.last} == {b.first, b.last}
+    ):  # two unknown words in the other order: John Smith, Smith John
+        first = Comparison("first_name", "equal", a.first)
+        last = Comparison("last_name", "equal", a.last)
+    out = [c for c in (first, last, _patronymic(a, b)) if c is not None]
+    if not (a.first and b.first) and a.gender and b.gender:
+        out.append(Comparison("gender", "equal" if a.gender == b.gender else "differs"))
+    return out
+
+
+def same_full_name(a: PersonName | None, b: PersonName | None) -> bool:
+    """First name and surname both given and equal (the patronymic, if both have one, too)."""
+    if a is None or b is None or not (a.first and a.last and b.first and b.last):
+        return False
+    if a.patronymic and b.patronymic and a.patronymic != b.patronymic:
+        return False
+    return a.first == b.first and a.last == b.last and a.last_gender == b.last_gender
+
+
+def _company(lead: Incoming, candidate: Candidate, full_name: bool) -> Comparison | None:
+    if lead.tax_id and candidate.tax_id:
+        if lead.tax_id != candidate.tax_id:
+            return Comparison("company", "tax_differs")
+        return Comparison("company", "tax_name" if full_name else "tax_equal")
+    similarity = company_similarity(lead.company, candidate.company)
+    if similarity is None:
+        return None
+    if similarity >= 0.9:
+        return Comparison("company", "name_equal" if full_name else "equal")
+    return Comparison("company", "differs")
+
+
+def _dates(a: str, b: str) -> str:
+    if a == b:
+        return "equal"
+    if len(a) == len(b) == 10 and a[:4] == b[:4]:
+        swapped = a[5:7] == b[8:10] and a[8:10] == b[5:7]
+        one_digit = sum(x != y for x, y in zip(a, b, strict=True)) == 1
+        if swapped or one_digit:
+            return "close"
+    return "differs"
+
+
+def _digits(text: str) -> list[str]:
+    return "".join(c if c.isdigit() else " " for c in text).split()
+
+
+def _address(a: str, b: str) -> str:
+    ka, kb = place_key(a), place_key(b)
+    if _digits(ka) != _digits(kb):  # another house or flat: neighbours, not one person
+        return "differs"
+    similarity = fuzz.token_set_ratio(ka, kb)
+    if similarity >= 90:
+        return "equal"
+    return "close" if similarity >= 75 else "differs"
+
+
+def compare(lead: Incoming, candidate: Candidate) -> list[Comparison]:
+    """The comparison vector of a lead and a candidate; a field missing on either side
+    is left out (it weighs nothing)."""
+    out = _points(lead, candidate)
+    a = parse_name(lead.name) if lead.name else None
+    b = parse_name(candidate.name) if candidate.name else None
+    if a is not None and b is not None:
+        out += _names(a, b)
+    company = _company(lead, candidate, same_full_name(a, b))
+    if company is not None:
+        out.append(company)
+    if lead.city and candidate.city:
+        x, y = place_key(lead.city), place_key(candidate.city)
+        if x == y or _close(x, y):
+            out.append(Comparison("city", "equal", x))
+        elif x and y:
+            out.append(Comparison("city", "differs"))
+    if lead.birth_date and candidate.birth_date:
+        out.append(Comparison("birth_date", _dates(lead.birth_date, candidate.birth_date)))
+    if lead.address and candidate.address:
+        out.append(Comparison("address", _address(lead.address, candidate.address)))
+    if lead.postcode and candidate.postcode:
+        same = lead.postcode.strip() == candidate.postcode.strip()
+        out.append(Comparison("postcode", "equal" if same else "differs"))
+    return out
+
+
+def signed(bits: float) -> str:
+    return f"+{bits:.1f}" if bits >= 0 else f"−{-bits:.1f}"
+
+
+def _odds_bits(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log2(p / (1 - p))
+
+
+JOIN_REFERENCE = 0.9  # where a doubt's factor is read as a change of odds
+
+
+def evidence_bits(item: Evidence, model: MatchModel) -> float:
+    """A plugin matcher's evidence as a partial weight.
+
+    Support ``w`` means "on this evidence alone, a match with probability ``w``", so its
+    weight is the log odds of ``w`` less the prior; a doubt's factor ``f`` is the change
+    of odds that multiplying a score of 0.9 by ``f`` would make.
+    """
+    if item.bits is not None:
+        return item.bits
+    if item.doubt:
+        factor = min(max(item.weight, 0.0), 1.0)
+        return _odds_bits(JOIN_REFERENCE * factor) - _odds_bits(JOIN_REFERENCE)
+    return max(_odds_bits(item.weight) - model.prior, 0.0)
+
+
+def weigh(comparisons: list[Comparison], model: MatchModel) -> list[tuple[float, str]]:
+    out = []
+    for c in comparisons:
+        bits, note = model.weight(c.field, c.level, c.value)
+        label = LEVELS[c.field][c.level][0]
+        if c.level == "shared" and c.value:
+            label = f"{label} {c.value}"
+        out.append((bits, f"{label} ({note})" if note else label))
+    return out
+
+
+def partial_weights(
+    lead: Incoming,
+    candidate: Candidate,
+    matchers: list[Matcher] | tuple[Matcher, ...] = (),
+    model: MatchModel | None = None,
+) -> list[tuple[float, str]]:
+    """Each comparison's and each plugin evidence's weight in bits, with its reason."""
+    model = model or DEFAULT
+    parts = weigh(compare(lead, candidate), model)
     for matcher in matchers:
         for item in matcher.evidence(lead, candidate):
-            reasons.append(item.reason)
-            if item.doubt:
-                factor *= item.weight
-            else:
-                keep *= 1.0 - min(max(item.weight, 0.0), 1.0)
-    return Score(round((1.0 - keep) * factor, 3), tuple(reasons))
+            parts.append((evidence_bits(item, model), item.reason))
+    return parts
+
+
+def explain(parts: list[tuple[float, str]], model: MatchModel | None = None) -> Score:
+    """The score of these partial weights: the probability, the reasons strongest first."""
+    model = model or DEFAULT
+    parts = sorted(parts, key=lambda part: -part[0])
+    total = sum(bits for bits, _ in parts)
+    reasons = tuple(f"{reason} {signed(bits)}" for bits, reason in parts)
+    return Score(round(model.probability(total), 4), reasons)
+
+
+def score(
+    lead: Incoming,
+    candidate: Candidate,
+    matchers: list[Matcher] | tuple[Matcher, ...] = (),
+    model: MatchModel | None = None,
+) -> Score:
+    """The match probability of ``lead`` and ``candidate``, with the partial weights."""
+    return explain(partial_weights(lead, candidate, matchers, model), model)

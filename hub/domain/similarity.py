@@ -8,6 +8,7 @@ company names without legal forms and quotes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -155,3 +156,108 @@ def company_similarity(a: str | None, b: str | None) -> float | None:
     if not ka or not kb:
         return None
     return round(fuzz.token_sort_ratio(ka, kb) / 100, 3)
+
+
+def _genders(name: str) -> dict[str, str]:
+    pairs = {}
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            word, gender = line.split()
+            pairs[_latin(word.replace("ё", "е"))] = gender
+    return pairs
+
+
+FIRST_NAMES = _genders("first_names.txt")
+# Latin endings of Russian surnames and patronymics, longest first; "" is the stem's end.
+_FEMALE_LAST = (("skaia", "ski"), ("tskaia", "tski"), ("ova", "ov"), ("eva", "ev"), ("ina", "in"))
+_FEMALE_LAST += (("yna", "yn"),)
+_MALE_LAST = ("ski", "ov", "ev", "in", "yn")
+_PATRONYMIC = {"ovich": "m", "evich": "m", "ich": "m", "ovna": "f", "evna": "f", "ichna": "f"}
+
+
+@dataclass(frozen=True, slots=True)
+class PersonName:
+    """A person's name taken apart: Latin, diminutives expanded; a surname by its stem
+    (Васильева → ``vasilev``) with its gender kept apart."""
+
+    first: str | None = None
+    last: str | None = None
+    last_gender: str | None = None
+    patronymic: str | None = None
+    first_initial: str | None = None
+    patronymic_initial: str | None = None
+    gender: str | None = None  # m | f, from the first name, patronymic or surname
+
+
+def _surname(word: str) -> tuple[str, str | None]:
+    for ending, stem in _FEMALE_LAST:
+        if word.endswith(ending) and len(word) > len(ending) + 1:
+            return word[: -len(ending)] + stem, "f"
+    if word.endswith(_MALE_LAST) and len(word) > 4:
+        return word, "m"
+    return word, None
+
+
+def _patronymic(word: str) -> str | None:
+    if len(word) < 6:
+        return None
+    for ending, gender in _PATRONYMIC.items():
+        if word.endswith(ending):
+            return gender
+    return None
+
+
+@lru_cache(maxsize=65536)
+def parse_name(name: str) -> PersonName | None:
+    """First name, surname and patronymic of a name in any order and alphabet.
+
+    A known first name (after diminutives) is the first name, a word ending like a
+    patronymic (-ович, -овна) the patronymic, initials go to the first name and then
+    the patronymic; of the other words the first is the surname.
+    """
+    words = [w for w in _WORD.split(name.lower().replace("ё", "е")) if w and not w.isdigit()]
+    if not words:
+        return None
+    first = patronymic = None
+    initials: list[str] = []
+    others: list[str] = []
+    for word in words:
+        latin = _latin(DIMINUTIVES.get(word, word))
+        if len(word) == 1:
+            initials.append(latin)
+        elif first is None and latin in FIRST_NAMES:
+            first = latin
+        elif patronymic is None and _patronymic(latin):
+            patronymic = latin
+        else:
+            others.append(latin)
+    if first is None and len(others) >= 2:
+        # An unknown first name: the word that looks like a surname is the surname.
+        index = next((i for i, w in enumerate(others) if _surname(w)[1]), 1)
+        first = others.pop(1 - index if index < 2 else 0)
+    last = others[0] if others else None
+    first_initial = patronymic_initial = None
+    if initials:
+        if first is None:
+            first_initial = initials[0]
+            initials = initials[1:]
+        if initials and patronymic is None:
+            patronymic_initial = initials[0]
+    stem, last_gender = _surname(last) if last else (None, None)
+    gender = FIRST_NAMES.get(first or "") or (_patronymic(patronymic) if patronymic else None)
+    return PersonName(
+        first=first,
+        last=stem,
+        last_gender=last_gender,
+        patronymic=patronymic,
+        first_initial=first_initial,
+        patronymic_initial=patronymic_initial,
+        gender=gender or last_gender,
+    )
+
+
+@lru_cache(maxsize=16384)
+def place_key(text: str) -> str:
+    """A city or an address in Latin letters without punctuation: Самара = Samara."""
+    words = [w for w in _WORD.split(text.lower().replace("ё", "е")) if w]
+    return " ".join(_latin(w) for w in words)
