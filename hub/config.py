@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from hub.campaigns.audience import Audience
+from hub.domain.matching import GENERIC_MAILBOXES
 
 ENV_PREFIX = "HUB__"
 CONFIG_ENV = "HUB_CONFIG"
@@ -373,25 +374,7 @@ class MatchingSection(Section):
     # Until it exists the built-in defaults are used.
     model: str = "var/match_model.json"
     # Mailboxes and points that several people share count only as weak evidence.
-    generic_mailboxes: list[str] = [
-        "info",
-        "sales",
-        "office",
-        "mail",
-        "admin",
-        "support",
-        "hello",
-        "contact",
-        "contacts",
-        "zakaz",
-        "order",
-        "orders",
-        "buh",
-        "secretary",
-        "reception",
-        "priem",
-        "noreply",
-    ]
+    generic_mailboxes: list[str] = sorted(GENERIC_MAILBOXES)  # info@, sales@, zakaz@ ...
     shared_after: int = Field(2, ge=2)  # a phone or email already on this many contacts is shared
     shared_phones: list[str] = []  # known office lines, any format
     # Providers that ignore dots and/or "+tag" in the local part, so those are one mailbox.
