@@ -75,10 +75,10 @@ from hub.campaigns.gateway import (
     Transient,
     _NotThere,
 )
+from hub.campaigns.http import integer, post
 from hub.hookspecs import hookimpl
 from hub.logging import debug_enabled
 from hub.plugins import PluginAuthFailed, PluginNotReady
-from plugins.sms_smsc.api import integer, post
 from plugins.sms_smsc.codes import (
     AUTH_FAILED,
     DUPLICATE,

@@ -64,10 +64,10 @@ from hub.campaigns.gateway import (
     Permanent,
     Transient,
 )
+from hub.campaigns.http import integer, post
 from hub.hookspecs import hookimpl
 from hub.logging import debug_enabled
 from hub.plugins import PluginAuthFailed, PluginNotReady
-from plugins.sms_smsru.api import integer, post
 from plugins.sms_smsru.codes import (
     AUTH_ERRORS,
     NOT_FOUND,

@@ -1,7 +1,8 @@
-"""One request to SMSC.ru: a form POSTed, its JSON answer (``fmt=3``), or why there was none.
+"""One request to an HTTP gateway (SMS.ru, SMSC.ru, a third party's): a form POSTed, its
+JSON answer, or why there was none, as :class:`Transient` the sender retries.
 
-The login and password travel in the form body, never in a URL, and no error from here
-quotes the body: nothing secret reaches a log line or a reason stored with a message.
+Credentials travel in the form body, never in a URL, and no error from here quotes the
+body: nothing secret reaches a log line or a reason stored with a message.
 """
 
 from __future__ import annotations
