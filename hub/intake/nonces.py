@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 import structlog
-from sqlalchemy import delete, literal
+from sqlalchemy import delete, literal, select
 
 from hub.store.models import Nonce
 from hub.store.ops import dialect_insert
@@ -73,6 +73,22 @@ async def claim_once(
     if _purge_due(store):
         await _purge(store, now)
     return claimed
+
+
+async def is_claimed(store: Store, namespace: str, key: str | bytes) -> bool:
+    """Whether ``key`` is claimed in ``namespace`` now (by any hub process); raises what
+    the store raises when it is unavailable."""
+    async with store.read() as conn:
+        row = (
+            await conn.execute(
+                select(literal(1)).where(
+                    nonces.c.namespace == namespace,
+                    nonces.c.key == _digest(key),
+                    nonces.c.expires_at > utcnow(),
+                )
+            )
+        ).first()
+    return row is not None
 
 
 async def release_claim(intake: Intake, namespace: str, key: str | bytes) -> None:

@@ -1,15 +1,13 @@
 """The caller card on the manager's screen: ``/card``, kept open in a browser.
 
 A manager signs in once with their own API token (``POST /card/sign-in``, a form);
-the hub answers with a session cookie (a random id from :func:`secrets.token_urlsafe`,
-``HttpOnly``, ``SameSite=Strict``, ``Path=/card``, ``Secure`` over https or behind a
-proxy saying ``X-Forwarded-Proto: https``) and never puts the token in a URL. Sessions
-live in this process's memory for 12 hours from sign-in: a restart of the hub signs
-everyone out (the page then shows the sign-in form again), and with several hub
-processes a manager's page must reach the one they signed in to (sticky sessions; the
-rings reach every process, :mod:`.rings`). Every request checks the session against
-the configured tokens, so a token removed or changed ends it. Refused sign-ins are
-limited per address (:data:`FAILED_SIGN_INS` a minute).
+the hub answers with a session cookie (``HttpOnly``, ``SameSite=Strict``,
+``Path=/card``, ``Secure`` over https or behind a proxy saying ``X-Forwarded-Proto:
+https``, sealed with the token's own secret: :mod:`.sessions`) and never puts the token
+in a URL. A session lasts 12 hours from sign-in, across restarts of the hub and in every
+hub process on the same settings; a token removed or changed ends it, and signing out
+is remembered in the store. Refused sign-ins are limited per address
+(:data:`FAILED_SIGN_INS` a minute).
 
 The page holds one server-sent event stream (``GET /card/events``, at most
 :data:`MAX_STREAMS` per session) that the browser's ``EventSource`` reopens by itself.
@@ -18,7 +16,8 @@ server-rendered HTML to the screens it is for: a signed-in user whose configured
 extension rings, and the owner of a known client. Each sees the card as their token
 sees it through the API (:mod:`.card`). A head or admin token without a user sees no
 rings. An unknown number offers "Новый клиент": ``POST /card/new-client`` creates the
-contact and a deal through the writer as that user, and shows the new client's card.
+contact and a deal with the pipeline's first task through the writer as that user, and
+shows the new client's card.
 Times are shown in the user's timezone (``[[users]] timezone``, else ``hub.timezone``).
 When the browser gives up on a stream (an error answer), the page asks ``HEAD /card``
 (header ``X-Card-Signed-In``) and either reconnects or shows the sign-in form.
@@ -33,13 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,10 +46,12 @@ import structlog
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from hub.deals import Actor, Refused
-from hub.deals.changes import CreateContact, CreateDeal
+from hub.deals import Refused
+from hub.deals.changes import AddTask, CreateContact, CreateDeal
 from hub.domain.normalize import InvalidPoint, phone_point
+from hub.leads import DEFAULT_CONTACT_WITHIN
 from plugins.telephony.calls import CHANNEL
+from plugins.telephony.sessions import Session, Sessions, Stream, end_stream, offer
 
 if TYPE_CHECKING:
     from hub.context import PluginView
@@ -65,7 +63,6 @@ log = structlog.get_logger("plugins.telephony")
 PATH = "/card"
 COOKIE = "hub_card"
 SESSION_LIFE = 12 * 3600  # seconds from sign-in; a session is not extended by use
-MAX_SESSIONS = 10_000  # in memory: the oldest is dropped beyond this
 MAX_STREAMS = 5  # open event streams (tabs) per session
 KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream (proxies close idle ones)
 LOOK_EVERY = 1.0  # how often a quiet stream looks whether its browser is still there
@@ -102,48 +99,6 @@ NOTES = {
     "no_user": "Токен не привязан к пользователю: клиента создаст менеджер.",
 }
 
-Stream = asyncio.Queue[str | None]  # what waits to be sent on one open /card/events; None ends it
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode()).digest()
-
-
-@dataclass(eq=False)
-class Session:
-    """A signed-in browser: whose token it was, and its open streams."""
-
-    token_name: str
-    token_digest: bytes  # of the token signed in with: a changed token ends the session
-    role: str
-    email: str | None
-    user_id: int | None
-    name: str
-    extension: str | None
-    zone: ZoneInfo  # the user's timezone (``[[users]] timezone``), else the hub's
-    expires: float
-    streams: set[Stream] = field(default_factory=set)
-
-    @property
-    def viewer(self) -> int | None:
-        """Whose cards: a manager's id, None for head and admin (they see everything)."""
-        return self.user_id if self.role == "manager" else None
-
-    @property
-    def actor(self) -> Actor:
-        if self.user_id is not None and self.email:
-            return Actor.user(self.user_id, self.email, self.role)
-        return Actor.token(self.token_name, self.role, None)
-
-    def wants(self, extension: str | None, owner_id: int | None) -> bool:
-        """Whether a ring of ``extension`` for a client of ``owner_id`` is for this screen."""
-        if self.user_id is None:
-            return False
-        if extension and self.extension == extension:
-            return True
-        # a head or admin sees every client: only their own extension's rings are theirs
-        return self.role == "manager" and owner_id is not None and owner_id == self.user_id
-
 
 class Screen:
     """Managers' open ``/card`` pages and what rings for them."""
@@ -151,7 +106,7 @@ class Screen:
     def __init__(self, hub: PluginView, telephony: Telephony) -> None:
         self.hub = hub
         self.telephony = telephony
-        self.sessions: dict[bytes, Session] = {}  # by the hash of the cookie's id
+        self.sessions = Sessions(hub)
         self.closed = False
         self._refused: dict[str, deque[float]] = {}  # address → times of refused sign-ins
         self.templates = templates.overlay()
@@ -171,7 +126,7 @@ class Screen:
 
     async def ring(self, event: CallEvent) -> int:
         """Show the card of a ringing call on every screen it is for; how many it reached."""
-        watching = [s for s in list(self.sessions.values()) if s.streams and self._valid(s)]
+        watching = self.sessions.watching()
         if not watching or self.closed:
             return 0
         try:
@@ -198,7 +153,7 @@ class Screen:
                 continue
             message = sse("card", html)
             for stream in list(session.streams):
-                _offer(stream, message)
+                offer(stream, message)
                 reached += 1
         log.info("card_rang", call_id=event.call_id, extension=event.extension, screens=reached)
         return reached
@@ -226,86 +181,14 @@ class Screen:
     async def close(self) -> None:
         """End every open event stream (at shutdown)."""
         self.closed = True
-        for session in list(self.sessions.values()):
+        for session in list(self.sessions.kept.values()):
             for stream in list(session.streams):
-                _end(stream)
+                end_stream(stream)
 
     # -- sessions -------------------------------------------------------------------------
 
-    def session(self, request: web.Request) -> Session | None:
-        sid = request.cookies.get(COOKIE)
-        if not sid or len(sid) > 100:
-            return None
-        key = _digest(sid)
-        session = self.sessions.get(key)
-        if session is None:
-            return None
-        if not self._valid(session):
-            self._drop(key)
-            return None
-        return session
-
-    def _valid(self, session: Session) -> bool:
-        """Not expired, and its token still configured as it was at sign-in."""
-        if session.expires <= time.time():
-            return False
-        token = self.hub.settings.api.tokens.get(session.token_name)
-        return (
-            token is not None
-            and hmac.compare_digest(_digest(token.token.get_secret_value()), session.token_digest)
-            and token.role == session.role
-        )
-
-    def _drop(self, key: bytes) -> None:
-        session = self.sessions.pop(key, None)
-        if session is not None:
-            for stream in list(session.streams):
-                _end(stream)
-
-    def _keep(self, session: Session) -> str:
-        """Keep a new session; the cookie's value."""
-        now = time.time()
-        for key in [key for key, s in self.sessions.items() if s.expires <= now]:
-            self._drop(key)
-        while len(self.sessions) >= MAX_SESSIONS:
-            self._drop(next(iter(self.sessions)))  # dicts keep insertion order: the oldest
-        sid = secrets.token_urlsafe(32)
-        self.sessions[_digest(sid)] = session
-        return sid
-
-    def _signed_in_as(self, token: str) -> Session | None:
-        given = token.strip()
-        if not given:
-            return None
-        found = None
-        for name, configured in self.hub.settings.api.tokens.items():
-            # compare with every token, so the time taken does not tell which one matched
-            if hmac.compare_digest(given.encode(), configured.token.get_secret_value().encode()):
-                found = (name, configured)
-        if found is None:
-            return None
-        name, configured = found
-        email = configured.user.lower() if configured.user else None
-        user = next(
-            (u for u in self.hub.settings.users if email and u.email.lower() == email), None
-        )
-        catalog = self.hub.catalog
-        user_id = catalog.user_ids.get(email) if catalog is not None and email else None
-        if user is None or not user.active:
-            user_id = None  # not a configured user any more: deactivated in the store
-        if configured.role == "manager" and user_id is None:
-            return None  # a manager token is its user's or nothing
-        return Session(
-            token_name=name,
-            token_digest=_digest(given),
-            role=configured.role,
-            email=email,
-            user_id=user_id,
-            name=user.name if user is not None else name,
-            extension=user.extension if user is not None else None,
-            zone=ZoneInfo((user.timezone if user else None) or self.hub.settings.hub.timezone),
-            expires=time.time() + SESSION_LIFE,
-        )
+    async def session(self, request: web.Request) -> Session | None:
+        return await self.sessions.check(request.cookies.get(COOKIE))
 
     def _throttled(self, address: str) -> bool:
         times = self._refused.get(address)
@@ -323,7 +206,7 @@ class Screen:
     # -- HTTP -----------------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             response = self._sign_in_form()
             response.headers[SIGNED_IN] = "0"
@@ -345,18 +228,18 @@ class Screen:
             wait = "Слишком много неудачных попыток входа. Подождите минуту."
             return self._sign_in_form(error=wait, status=429)
         form = await _form(request)
-        session = self._signed_in_as(form.get("token", ""))
-        if session is None:
+        issued = self.sessions.issue(form.get("token", ""), SESSION_LIFE)
+        if issued is None:
             self._refuse(address)
             log.warning("card_sign_in_refused", remote=address)
             wrong = "Неверный токен. Проверьте его и войдите снова."
             return self._sign_in_form(error=wrong, status=401)
-        sid = self._keep(session)
+        session, cookie = issued
         log.info("card_signed_in", token_name=session.token_name, user=session.email)
         response = _see_other(PATH)
         response.set_cookie(
             COOKIE,
-            sid,
+            cookie,
             max_age=SESSION_LIFE,
             path=PATH,
             httponly=True,
@@ -367,16 +250,16 @@ class Screen:
 
     async def sign_out(self, request: web.Request) -> web.Response:
         _same_origin(request)
-        session = self.session(request)
+        session = await self.session(request)
         if session is not None:
             log.info("card_signed_out", token_name=session.token_name, user=session.email)
-            self._drop(_digest(request.cookies[COOKIE]))
+            await self.sessions.end(request.cookies[COOKIE], session)
         response = _see_other(PATH)
         response.del_cookie(COOKIE, path=PATH)
         return response
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return web.Response(status=401, text="Войдите на странице /card\n")
         if self.closed:
@@ -416,7 +299,7 @@ class Screen:
             except TimeoutError:
                 # a closed tab leaves its slot at once, not at the next keep-alive's failure
                 transport = request.transport
-                if transport is None or transport.is_closing() or not self._valid(session):
+                if transport is None or transport.is_closing() or not self.sessions.valid(session):
                     return
                 if time.monotonic() - quiet_since < KEEP_ALIVE:
                     continue
@@ -428,7 +311,7 @@ class Screen:
 
     async def new_client(self, request: web.Request) -> web.Response:
         _same_origin(request)
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self._sign_in_form(status=401)
         form = await _form(request)
@@ -463,7 +346,8 @@ class Screen:
         return _see_card(e164, "created")
 
     def _new_client(self, e164: str, session: Session) -> list[Any]:
-        """The contact and the deal of a new client's number, owned by ``session``'s user."""
+        """The contact and the deal of a new client's number, owned by ``session``'s user,
+        with the pipeline's first task, as a lead's deal gets it: no deal without a task."""
         catalog = self.hub.catalog
         if catalog is None:
             raise LookupError("хаб ещё не загрузил воронки")
@@ -488,7 +372,14 @@ class Screen:
             source=config.source,
             channel=CHANNEL,
         )
-        return [contact, deal]
+        task = AddTask(
+            title=pipeline.first_task,
+            due_at=datetime.now(UTC) + (stage.contact_within or DEFAULT_CONTACT_WITHIN),
+            deal=deal,
+            contact=contact,
+            owner_id=session.user_id,
+        )
+        return [contact, deal, task]
 
     async def _looked_up(self, raw: str, session: Session, note: str | None) -> str:
         try:
@@ -521,17 +412,6 @@ def sse(event: str, html: str) -> str:
     lines = html.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     data = "".join(f"data: {line}\n" for line in lines if line.strip())
     return f"event: {event}\n{data}\n"
-
-
-def _offer(stream: Stream, message: str | None) -> None:
-    if stream.full():  # a stalled browser: the newest ring matters most
-        with contextlib.suppress(asyncio.QueueEmpty):
-            stream.get_nowait()
-    stream.put_nowait(message)
-
-
-def _end(stream: Stream) -> None:
-    _offer(stream, None)
 
 
 def _https(request: web.Request) -> bool:

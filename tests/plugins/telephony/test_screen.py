@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from hub.app import build_app
 from hub.config import ApiToken
-from hub.store.models import Contact, Deal
+from hub.store.models import Contact, Deal, Task
 from plugins.telephony import Telephony
 from plugins.telephony import screen as screen_module
 from plugins.telephony.calls import CallEvent
@@ -247,6 +247,11 @@ async def test_the_new_client_button_creates_a_contact_and_deal_owned_by_the_use
     ]
     assert deals[0].stage_id == screens.stage("new")
     assert deals[0].title == "+79120001122"
+    async with screens.hub.store.read() as conn:
+        tasks = (await conn.execute(select(Task.deal_id, Task.owner_id, Task.due_at))).all()
+    assert len(tasks) == 1, "no deal without a task: the new deal gets the pipeline's first one"
+    assert tasks[0].owner_id == anna_id and tasks[0].deal_id is not None
+    assert tasks[0].due_at > datetime.now(UTC)
 
     again = await screens.client.post(
         "/card/new-client",
@@ -390,3 +395,63 @@ async def test_a_session_ends_when_its_life_is_over(
     await asyncio.sleep(0.4)
     assert (await screens.client.get("/card/events", headers=anna)).status == 401
     assert (await screens.client.head("/card", headers=anna)).headers[SIGNED_IN] == "0"
+
+
+# -- sessions across restarts and processes ---------------------------------------------------
+
+
+async def another_hub(aiohttp_client: Callable[..., Any], store_url: str) -> Phones:
+    """A second hub process on the same settings and store: a restart, or its neighbour."""
+    hub = make_hub(screen_settings(store_url), extra={"telephony": Telephony})
+    return await start_phones(await aiohttp_client(build_app(hub)))
+
+
+async def test_a_manager_stays_signed_in_when_the_hub_restarts_or_another_process_answers(
+    screens: Phones, aiohttp_client: Callable[..., Any], store_url: str
+):
+    anna = await sign_in(screens, ANNA_TOKEN)
+    restarted = await another_hub(aiohttp_client, store_url)
+    page = await restarted.client.get("/card", headers=anna)
+    assert "Анна Смирнова, доб. 101" in await page.text()
+    stream = await open_stream(restarted, anna)
+    await anna_s_client(restarted)
+    assert await restarted.plugin.screen.ring(ringing("+79123456789")) == 1
+    card = await next_event(stream)
+    assert card is not None and "Иван Петров" in card["data"]
+
+
+async def test_a_signed_out_cookie_stays_refused_after_a_restart(
+    screens: Phones, aiohttp_client: Callable[..., Any], store_url: str
+):
+    anna = await sign_in(screens, ANNA_TOKEN)
+    signed_out = await screens.client.post(
+        "/card/sign-out", headers={**anna, **origin(screens)}, allow_redirects=False
+    )
+    assert signed_out.status == 303
+    restarted = await another_hub(aiohttp_client, store_url)
+    assert (await restarted.client.get("/card/events", headers=anna)).status == 401
+    assert (await restarted.client.head("/card", headers=anna)).headers[SIGNED_IN] == "0"
+    dmitry = await sign_in(restarted, DMITRY_TOKEN)  # others stay signed in
+    assert (await restarted.client.head("/card", headers=dmitry)).headers[SIGNED_IN] == "1"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda p: [p[0], "ZG1pdHJ5", *p[2:]], id="another token's name"),
+        pytest.param(lambda p: [p[0], p[1], str(int(p[2]) + 3_600_000), *p[3:]], id="longer life"),
+        pytest.param(lambda p: [*p[:3], "x" + p[3][1:], p[4]], id="another id"),
+        pytest.param(lambda p: [*p[:4], p[4][:-2] + "AA"], id="another seal"),
+        pytest.param(lambda p: p[:4], id="no seal"),
+    ],
+)
+async def test_a_cookie_altered_in_any_part_signs_nobody_in(
+    screens: Phones, tamper: Callable[[list[str]], list[str]]
+):
+    anna = await sign_in(screens, ANNA_TOKEN)
+    value = anna["Cookie"].partition("=")[2]
+    forged = ".".join(tamper(value.split(".")))
+    assert forged != value
+    headers = {"Cookie": f"{COOKIE}={forged}"}
+    assert (await screens.client.get("/card/events", headers=headers)).status == 401
+    assert (await screens.client.head("/card", headers=headers)).headers[SIGNED_IN] == "0"
