@@ -267,6 +267,18 @@ async def list_companies(request: web.Request) -> web.Response:
     return await page(request, stmt, Company.id, records.company)
 
 
+@routes.get("/api/v1/companies/duplicates")
+async def company_duplicates(request: web.Request) -> web.Response:
+    """Companies the store holds twice (the same tax id, or the same name with a phone or
+    email their contacts share), each with the one proposed to keep; nothing is changed."""
+    from hub.company_duplicates import company_twins
+
+    require_head(request, "reviewing duplicates")
+    async with request.app[HUB_KEY].store.read() as conn:
+        twins = await company_twins(conn)
+    return json_response({"items": [t.as_dict() for t in twins]})
+
+
 @routes.get("/api/v1/companies/{id}")
 async def get_company(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]

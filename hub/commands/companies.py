@@ -1,4 +1,4 @@
-"""`hub companies`: Companies: list, merge."""
+"""`hub companies`: Companies: list, find twins, merge."""
 
 from __future__ import annotations
 
@@ -54,6 +54,28 @@ def companies_list(ctx: click.Context, find: str | None, limit: int) -> None:
 
     rows = _run(_with_store(settings, go))
     _table(["id", "name", "tax id", "city", "contacts", "open deals"], rows)
+
+
+@companies.command("duplicates")
+@click.pass_context
+def companies_duplicates(ctx: click.Context) -> None:
+    """Companies the store holds twice: the same tax id, or the same name with a phone or
+    email their contacts share. Nothing is changed: merge with `hub companies merge`."""
+    from hub.company_duplicates import company_twins
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> list[Any]:
+        async with store.read() as conn:
+            return await company_twins(conn)
+
+    twins = _run(_with_store(settings, go))
+    _table(
+        ["keep", "name", "merge in", "name", "why"],
+        [[t.keep, t.keep_name, t.other, t.other_name, t.describe()] for t in twins],
+    )
+    if twins:
+        click.echo(f"{len(twins)} pairs; merge one with: hub companies merge KEEP OTHER")
 
 
 @companies.command("merge")
