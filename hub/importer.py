@@ -43,6 +43,8 @@ from hub.deals import Actor
 from hub.deals.changes import UpdateContact, external_id, split_external_id
 from hub.deals.what_if import rolled_back
 from hub.domain.lead import Lead
+from hub.domain.normalize import InvalidPoint
+from hub.domain.person_ids import normalize_personal_tax_id, normalize_snils
 from hub.leads import LeadPipeline
 from hub.store import Store
 from hub.store.models import Contact, ContactExternalId, DomainEvent
@@ -65,15 +67,19 @@ FIELDS = (
     "address",
     "postcode",
     "birth_date",
+    "personal_tax_id",
+    "snils",
     "consent_sms",
     "consent_email",
     "ignore",
 )
 # Kept in the contact's custom fields (the store has no columns for them yet).
-EXTRA = ("address", "postcode", "birth_date")
+EXTRA = ("address", "postcode", "birth_date", "personal_tax_id", "snils")
 NAME_FIELDS = {"name", "first_name", "last_name"}
 # Besides a phone or an email, what identifies a person together with a name.
 IDENTIFYING = {"external_id", *EXTRA} - {"postcode"}
+# A person's state numbers, checked by their check digits before they are kept.
+PERSON_IDS = {"personal_tax_id": normalize_personal_tax_id, "snils": normalize_snils}
 
 # Header words → field; a header is matched whole first, then by the words it contains.
 HEADERS = {
@@ -139,6 +145,18 @@ HEADERS = {
         "день рождения",
         "др",
     ],
+    "personal_tax_id": [
+        "personal tax id",
+        "personal inn",
+        "инн физлица",
+        "инн физ. лица",
+        "инн физ лица",
+        "инн физического лица",
+        "личный инн",
+        "инн клиента",
+        "инн контакта",
+    ],
+    "snils": ["snils", "снилс", "страховой номер", "страховой номер снилс"],
 }
 CONTAINS = [
     ("телефон", "phone"),
@@ -147,6 +165,7 @@ CONTAINS = [
     ("mail", "email"),
     ("компан", "company"),
     ("организац", "company"),
+    ("снилс", "snils"),
     ("рожден", "birth_date"),
     ("индекс", "postcode"),
     ("адрес", "address"),
@@ -365,6 +384,12 @@ def row_to_lead(
             except ValueError as error:
                 notes.append(f"{error}, left out")
                 continue
+        elif name_ in PERSON_IDS:
+            try:
+                value = PERSON_IDS[name_](value)
+            except InvalidPoint as error:
+                notes.append(f"{error}, left out")
+                continue
         extra[name_] = value[:300]
     consents: dict[str, bool] = {}
     for field_ in ("consent_sms", "consent_email"):
@@ -421,8 +446,9 @@ async def import_contacts(
     by_points = bool({"phone", "email"} & mapped)
     if not by_points and not (NAME_FIELDS & mapped and IDENTIFYING & mapped):
         raise ImportFailed(
-            f"{path}: no phone or email column, nor a name with an external id, address or "
-            f"birth date, found among {', '.join(headers)}; map one with --map 'Header=phone'"
+            f"{path}: no phone or email column, nor a name with an external id, address, "
+            f"birth date, personal ИНН or СНИЛС, found among {', '.join(headers)}; map one "
+            "with --map 'Header=phone'"
         )
     report = Report(mapping=mapping, dry_run=dry_run)
     actor = actor or Actor.importer(path.name)
@@ -469,7 +495,8 @@ def _unidentified(
     lead: Lead, extra: dict[str, str], has_points: bool, by_points: bool
 ) -> str | None:
     """Why the row identifies nobody, or None. In a file with phone or email columns a row
-    needs a valid one; in a file without, a name and an external id, address or birth date."""
+    needs a valid one; in a file without, a name and an external id, address, birth date,
+    personal ИНН or СНИЛС."""
     if has_points:
         return None
     if by_points:
@@ -480,7 +507,10 @@ def _unidentified(
         return None
     if not lead.name:
         return "no name, phone or email"
-    return "a name alone: an external id, address or birth date is needed besides it"
+    return (
+        "a name alone: an external id, address, birth date, personal ИНН or СНИЛС is needed "
+        "besides it"
+    )
 
 
 Unit = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
@@ -603,6 +633,15 @@ async def _write_batch(
     return out
 
 
+# What, besides the same name, makes a row without phone, email or id a known contact.
+NAMED_BY = (
+    ("birth_date", "birth date"),
+    ("address", "address"),
+    ("personal_tax_id", "personal ИНН"),
+    ("snils", "СНИЛС"),
+)
+
+
 def _folded(name: str | None) -> str:
     return " ".join((name or "").casefold().replace("ё", "е").split())
 
@@ -611,7 +650,8 @@ async def _known_by_name(
     conn: AsyncConnection, pipeline: LeadPipeline, batch: list[_Row], now: datetime
 ) -> dict[int, tuple[int, str]]:
     """Rows with no phone, email or external id that name a contact the store has: the same
-    name and the same birth date or address (neither differing). row → (contact, why).
+    name and the same birth date, address, personal ИНН or СНИЛС (none of them differing).
+    row → (contact, why).
 
     Only these exact keys: without them a file of such rows imported twice would double
     every contact. Telling namesakes apart beyond that is the matcher's work."""
@@ -637,14 +677,14 @@ async def _known_by_name(
         for contact_id, custom in by_name.get(_folded(row.lead.name), []):
             same = [
                 label
-                for key, label in (("birth_date", "birth date"), ("address", "address"))
+                for key, label in NAMED_BY
                 if row.extra.get(key) and _folded(custom.get(key)) == _folded(row.extra[key])
             ]
             differ = any(
                 row.extra.get(key)
                 and custom.get(key)
                 and _folded(custom[key]) != _folded(row.extra[key])
-                for key in ("birth_date", "address")
+                for key, _ in NAMED_BY
             )
             if same and not differ:
                 found[row.number] = (contact_id, "same name and " + " and ".join(same))

@@ -90,12 +90,23 @@ def contacts_list(ctx: click.Context, find: str | None, limit: int) -> None:
     _table(["id", "name", "phones and emails", "owner", "open deals", "city", "segment"], rows)
 
 
+# What a legacy base says of a person besides phones and emails (imported into ``custom``).
+IDENTIFYING_FIELDS = (
+    ("дата рождения", "birth_date"),
+    ("адрес", "address"),
+    ("индекс", "postcode"),
+    ("ИНН", "personal_tax_id"),
+    ("СНИЛС", "snils"),
+)
+
+
 @contacts.command("show")
 @click.argument("contact_id", type=int)
 @click.pass_context
 def contacts_show(ctx: click.Context, contact_id: int) -> None:
     """One contact: phones, emails, ids in other systems, consent, deals, campaigns."""
     from hub.api.records import contact_card
+    from hub.domain.person_ids import format_snils
 
     settings = _settings(ctx)
 
@@ -116,6 +127,13 @@ def contacts_show(ctx: click.Context, contact_id: int) -> None:
     for label, key in (("город", "city"), ("сегмент", "segment")):
         if card[key]:
             click.echo(f"  {label}: {card[key]}")
+    custom = card["custom"] or {}
+    for label, key in IDENTIFYING_FIELDS:
+        if custom.get(key):
+            value = format_snils(custom[key]) if key == "snils" else custom[key]
+            if key == "birth_date":
+                value = ".".join(reversed(value.split("-")))  # 1985-03-12 → 12.03.1985
+            click.echo(f"  {label}: {value}")
     for label, kind in (("телефоны", "phones"), ("email", "emails")):
         if card[kind]:
             click.echo(f"  {label}: " + ", ".join(p["value"] for p in card[kind]))
