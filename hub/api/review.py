@@ -3,12 +3,14 @@ sales reviews."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import String, cast, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.api import records
 from hub.api.common import (
     HUB_KEY,
     Problem,
@@ -21,7 +23,8 @@ from hub.api.common import (
     write,
 )
 from hub.deals import changes as ch
-from hub.store.models import Activity, Deal, DuplicateCandidate, InboxEvent
+from hub.domain.similarity import company_key, place_key
+from hub.store.models import Activity, Company, Deal, DuplicateCandidate, InboxEvent
 
 routes = web.RouteTableDef()
 
@@ -116,6 +119,116 @@ async def list_duplicates(request: web.Request) -> web.Response:
     table = DuplicateCandidate.__table__
     stmt = select(table).where(table.c.status == request.query.get("status", "open"))
     return await page(request, stmt, table.c.id, _pair)
+
+
+# What a head of sales compares in two records, in the order a card shows it.
+COMPARED = (
+    ("name", "имя"),
+    ("company", "компания"),
+    ("city", "город"),
+    ("phones", "телефоны"),
+    ("emails", "email"),
+    ("birth_date", "дата рождения"),
+    ("address", "адрес"),
+    ("postcode", "индекс"),
+    ("personal_tax_id", "ИНН"),
+    ("snils", "СНИЛС"),
+    ("external_ids", "во внешних системах"),
+    ("owner_id", "ответственный"),
+)
+# How a field's two values are told the same: Самара = Samara, «Ромашка» ООО = Romashka LLC.
+KEYS = {"company": company_key, "city": place_key, "address": place_key}
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().replace("ё", "е").split())
+
+
+# A reason as the matcher words it: "phone equal +9.1", "first name differs −4.0".
+_WEIGHT = re.compile(r"^(?P<reason>.*\S)\s+(?P<bits>[+−-]\d+(?:\.\d+)?)$")
+
+
+def weights(reasons: list[str]) -> list[dict[str, Any]]:
+    """The partial weights of a pair's reasons, in bits; a reason with no weight (a note
+    such as "kept apart: ...") has ``bits`` None."""
+    out = []
+    for reason in reasons:
+        found = _WEIGHT.match(reason)
+        if found is None:
+            out.append({"reason": reason, "bits": None})
+        else:
+            bits = float(found["bits"].replace("−", "-"))
+            out.append({"reason": found["reason"], "bits": bits})
+    return out
+
+
+def _values(card: dict[str, Any], company: str | None) -> dict[str, Any]:
+    custom = card.get("custom") or {}
+    return {
+        "name": card["name"],
+        "company": company,
+        "city": card["city"],
+        "phones": sorted(p["normalized"] for p in card["phones"]),
+        "emails": sorted(p["normalized"] for p in card["emails"]),
+        **{key: custom.get(key) for key in
+           ("birth_date", "address", "postcode", "personal_tax_id", "snils")},
+        "external_ids": sorted(i["ref"] for i in card["external_ids"]),
+        "owner_id": card["owner_id"],
+    }  # fmt: skip
+
+
+def side_by_side(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each field of both records with what it says: ``same``, ``differs``, ``shared`` (lists
+    with something in common), or ``one_side`` (given on one record only)."""
+    rows = []
+    for key, label in COMPARED:
+        left, right = a[key], b[key]
+        if not left and not right:
+            continue
+        if not left or not right:
+            verdict = "one_side"
+        elif isinstance(left, list):
+            verdict = "same" if left == right else "shared" if set(left) & set(right) else "differs"
+        else:
+            key_of = KEYS.get(key, _folded)
+            verdict = "same" if key_of(str(left)) == key_of(str(right)) else "differs"
+        rows.append({"field": key, "label": label, "a": left, "b": right, "verdict": verdict})
+    return rows
+
+
+@routes.get("/api/v1/duplicates/{id}")
+async def get_duplicate(request: web.Request) -> web.Response:
+    """One pair for review: both records side by side, field by field, and the partial
+    weights that made the score."""
+    require_head(request, "reviewing duplicates")
+    hub = request.app[HUB_KEY]
+    pair_id = path_id(request)
+    table = DuplicateCandidate.__table__
+    async with hub.store.read() as conn:
+        row = (await conn.execute(select(table).where(table.c.id == pair_id))).mappings().first()
+        if row is None:
+            raise Problem(404, f"no duplicate pair {pair_id}")
+        cards = []
+        for contact_id in (row["contact_id"], row["other_id"]):
+            card = await records.contact_card(conn, contact_id, None)
+            if card is None:
+                raise Problem(404, f"contact {contact_id} of pair {pair_id} is gone")
+            company = None
+            if card["company_id"] is not None:
+                company = (
+                    await conn.execute(select(Company.name).where(Company.id == card["company_id"]))
+                ).scalar_one_or_none()
+            cards.append((card, company))
+    pair = _pair(row)
+    (a, a_company), (b, b_company) = cards
+    return json_response(
+        {
+            **pair,
+            "weights": weights(pair["reasons"]),
+            "contacts": [a, b],
+            "side_by_side": side_by_side(_values(a, a_company), _values(b, b_company)),
+        }
+    )
 
 
 @routes.post("/api/v1/duplicates/{id}/dismiss")
