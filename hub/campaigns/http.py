@@ -7,6 +7,7 @@ body: nothing secret reaches a log line or a reason stored with a message.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Container
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -15,6 +16,42 @@ import aiohttp
 import orjson
 
 from hub.campaigns.gateway import Transient
+from hub.plugins import PluginAuthFailed, PluginNotReady
+
+# What a gateway's answer says when it refuses: its error code and words, or None for OK.
+Refusal = Callable[[dict[str, Any]], tuple[int | None, str] | None]
+
+
+def open_session(timeout: timedelta) -> aiohttp.ClientSession:
+    """The session a gateway plugin sends through, from start-up to shutdown."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout.total_seconds()))
+
+
+async def check_account(
+    asked: Awaitable[dict[str, Any]],
+    *,
+    gateway: str,
+    url: str,
+    what: str,
+    refusal: Refusal,
+    credentials: Container[int | None],
+    fix: str,
+) -> dict[str, Any]:
+    """The answer to a gateway's balance query at start-up, or why the plugin cannot start:
+    :class:`PluginAuthFailed` for codes in ``credentials`` (the host does not retry it; the
+    message says what to ``fix``), :class:`PluginNotReady` for an unreachable gateway or
+    any other refusal (the host retries)."""
+    try:
+        body = await asked
+    except Transient as error:
+        raise PluginNotReady(f"{gateway} unreachable at {url}: {error}") from None
+    refused = refusal(body)
+    if refused is None:
+        return body
+    code, words = refused
+    if code in credentials:
+        raise PluginAuthFailed(f"{gateway} refused the credentials ({what}: {code} {words}): {fix}")
+    raise PluginNotReady(f"{gateway} {what}: {code} {words}")
 
 
 async def post(

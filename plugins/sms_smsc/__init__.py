@@ -75,10 +75,9 @@ from hub.campaigns.gateway import (
     Transient,
     _NotThere,
 )
-from hub.campaigns.http import integer, post
+from hub.campaigns.http import check_account, integer, open_session, post
 from hub.hookspecs import hookimpl
 from hub.logging import debug_enabled
-from hub.plugins import PluginAuthFailed, PluginNotReady
 from plugins.sms_smsc.codes import (
     AUTH_FAILED,
     DUPLICATE,
@@ -123,29 +122,22 @@ class Smsc:
     @hookimpl
     async def hub_startup(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds())
-            )
+            self._session = open_session(self.config.timeout)
         if not self.config.check_balance:
             return
         try:
-            body = await self._call("balance.php", {})
-        except Transient as error:
-            await self.hub_shutdown()
-            raise PluginNotReady(f"SMSC unreachable at {self.config.base_url}: {error}") from None
+            body = await check_account(
+                self._call("balance.php", {}),
+                gateway="SMSC",
+                url=self.config.base_url,
+                what="balance.php",
+                refusal=_refusal,
+                credentials={AUTH_FAILED},
+                fix="check [plugins.sms_smsc] login and password, or apikey",
+            )
         except BaseException:
             await self.hub_shutdown()
             raise
-        code = integer(body.get("error_code"))
-        if code is not None:
-            await self.hub_shutdown()
-            words = SEND_ERRORS.get(code, str(body.get("error", ""))[:200])
-            if code == AUTH_FAILED:
-                raise PluginAuthFailed(
-                    f"SMSC refused the credentials (balance.php: {code} {words}): "
-                    "check [plugins.sms_smsc] login and password, or apikey"
-                )
-            raise PluginNotReady(f"SMSC balance.php: {code} {words}")
         log.info("smsc_ready", balance=body.get("balance"), sender=self.config.sender)
 
     @hookimpl
@@ -295,6 +287,14 @@ class Smsc:
     async def _call(self, script: str, form: dict[str, str]) -> dict[str, Any]:
         params = {**self.config.auth(), "fmt": "3", "charset": "utf-8", **form}
         return await post(self._session, f"{self.config.base_url}/sys/{script}", params, script)
+
+
+def _refusal(body: dict[str, Any]) -> tuple[int | None, str] | None:
+    """What an answer with an ``error_code`` says: the code and its words."""
+    code = integer(body.get("error_code"))
+    if code is None:
+        return None
+    return code, SEND_ERRORS.get(code, str(body.get("error", ""))[:200])
 
 
 def is_stop(text: str) -> bool:

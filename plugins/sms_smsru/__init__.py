@@ -64,10 +64,9 @@ from hub.campaigns.gateway import (
     Permanent,
     Transient,
 )
-from hub.campaigns.http import integer, post
+from hub.campaigns.http import check_account, integer, open_session, post
 from hub.hookspecs import hookimpl
 from hub.logging import debug_enabled
-from hub.plugins import PluginAuthFailed, PluginNotReady
 from plugins.sms_smsru.codes import (
     AUTH_ERRORS,
     NOT_FOUND,
@@ -109,29 +108,22 @@ class SmsRu:
     @hookimpl
     async def hub_startup(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout.total_seconds())
-            )
+            self._session = open_session(self.config.timeout)
         if not self.config.check_balance:
             return
         try:
-            body = await self._call("my/balance", {})
-        except Transient as error:
-            await self.hub_shutdown()
-            raise PluginNotReady(f"SMS.ru unreachable at {self.config.base_url}: {error}") from None
+            body = await check_account(
+                self._call("my/balance", {}),
+                gateway="SMS.ru",
+                url=self.config.base_url,
+                what="my/balance",
+                refusal=_refusal,
+                credentials=AUTH_ERRORS,
+                fix="check [plugins.sms_smsru] api_id",
+            )
         except BaseException:
             await self.hub_shutdown()
             raise
-        code = integer(body.get("status_code"))
-        if body.get("status") != "OK":
-            await self.hub_shutdown()
-            words = _words(code, body)
-            if code in AUTH_ERRORS:
-                raise PluginAuthFailed(
-                    f"SMS.ru refused the key (my/balance: {code} {words}): "
-                    "check [plugins.sms_smsru] api_id"
-                )
-            raise PluginNotReady(f"SMS.ru my/balance: {code} {words}")
         log.info("smsru_ready", balance=body.get("balance"), sender=self.config.sender)
 
     @hookimpl
@@ -243,6 +235,14 @@ def _digits(address: str) -> str:
     if not E164.match(address):
         raise Permanent(f"{address!r} is not a phone number in E.164 (+79161234567)", code=None)
     return address[1:]
+
+
+def _refusal(body: dict[str, Any]) -> tuple[int | None, str] | None:
+    """What an answer that is not ``"status": "OK"`` says: its status code and words."""
+    if body.get("status") == "OK":
+        return None
+    code = integer(body.get("status_code"))
+    return code, _words(code, body)
 
 
 def _words(code: int | None, body: dict[str, Any]) -> str:
