@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from hub.campaigns.gateway import DeliveryReport
 from hub.store import Store
+from hub.store.claims import claim_due, update_picked
 from hub.store.models import Campaign, CampaignMessage, GatewayPace
 from hub.store.ops import upsert
 
@@ -84,34 +85,15 @@ async def claim(
     lease: timedelta,
 ) -> list[dict[str, Any]]:
     """Take up to ``limit`` due rows of the campaign for ``worker``, in order."""
-    if limit <= 0:
-        return []
-    due = (
-        select(messages_t.c.id)
-        .where(
-            messages_t.c.campaign_id == campaign_id,
-            messages_t.c.state == "queued",
-            messages_t.c.due_at <= now,
-        )
-        .order_by(messages_t.c.due_at, messages_t.c.id)
-        .limit(limit)
+    return await claim_due(
+        store,
+        messages_t,
+        messages_t.c.campaign_id == campaign_id,
+        worker=worker,
+        limit=limit,
+        now=now,
+        lease=lease,
     )
-    async with store.write() as conn:
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = await conn.execute(
-            update(messages_t)
-            .where(messages_t.c.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                claimed_by=worker,
-                lease_until=now + lease,
-                attempts=messages_t.c.attempts + 1,
-            )
-            .returning(*messages_t.c)
-        )
-        claimed = [dict(r._mapping) for r in rows]
-    return sorted(claimed, key=lambda r: (r["due_at"], r["id"]))
 
 
 async def book(store: Store, gateway: str, *, count: int, rate: float, now: datetime) -> datetime:
@@ -295,16 +277,10 @@ async def to_ask(
         .order_by(messages_t.c.due_at)
         .limit(limit)
     )
-    async with store.write() as conn:
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = await conn.execute(
-            update(messages_t)
-            .where(messages_t.c.id.in_(due.scalar_subquery()))
-            .values(due_at=now + again)
-            .returning(messages_t.c.provider_id)
-        )
-        return [pid for (pid,) in rows]
+    rows = await update_picked(
+        store, messages_t, due, {"due_at": now + again}, messages_t.c.provider_id
+    )
+    return [pid for (pid,) in rows]
 
 
 async def finish_done(store: Store, now: datetime) -> list[int]:

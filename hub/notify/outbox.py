@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 
 from hub.store import Store
+from hub.store.claims import claim_due
 from hub.store.models import Notification
 
 notifications_t = Notification.__table__
@@ -53,34 +54,15 @@ async def claim(
     lease: timedelta,
 ) -> list[dict[str, Any]]:
     """Take up to ``limit`` due rows of ``notifier`` for ``worker``, oldest due first."""
-    if limit <= 0:
-        return []
-    due = (
-        select(notifications_t.c.id)
-        .where(
-            notifications_t.c.state == "queued",
-            notifications_t.c.due_at <= now,
-            notifications_t.c.notifier == notifier,
-        )
-        .order_by(notifications_t.c.due_at, notifications_t.c.id)
-        .limit(limit)
+    return await claim_due(
+        store,
+        notifications_t,
+        notifications_t.c.notifier == notifier,
+        worker=worker,
+        limit=limit,
+        now=now,
+        lease=lease,
     )
-    async with store.write() as conn:
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = await conn.execute(
-            update(notifications_t)
-            .where(notifications_t.c.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                claimed_by=worker,
-                lease_until=now + lease,
-                attempts=notifications_t.c.attempts + 1,
-            )
-            .returning(*notifications_t.c)
-        )
-        claimed = [dict(r._mapping) for r in rows]
-    return sorted(claimed, key=lambda r: (r["due_at"], r["id"]))
 
 
 async def due_notifiers(store: Store, *, now: datetime, among: list[str]) -> list[str]:
