@@ -8,8 +8,7 @@ body: nothing secret reaches a log line or a reason stored with a message.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Container
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ import orjson
 
 from hub.campaigns.gateway import Transient
 from hub.plugins import PluginAuthFailed, PluginNotReady
+from hub.retry_after import retry_after
 
 # What a gateway's answer says when it refuses: its error code and words, or None for OK.
 Refusal = Callable[[dict[str, Any]], tuple[int | None, str] | None]
@@ -64,7 +64,7 @@ async def post(
     try:
         async with session.post(url, data=form) as response:
             status = response.status
-            retry_after = response.headers.get("Retry-After")
+            retry_after_header = response.headers.get("Retry-After")
             raw = await response.read()
     except TimeoutError:
         timeout = session.timeout.total
@@ -72,7 +72,7 @@ async def post(
     except aiohttp.ClientError as error:
         raise Transient(f"{what}: {type(error).__name__}") from None
     if status == 429:
-        after = retry_after_delay(retry_after)
+        after = retry_after(retry_after_header)
         raise Transient(f"{what}: HTTP 429, too many requests", after=after)
     if status >= 300:
         # 5xx, or a proxy in front refusing: the message did not get through this time.
@@ -84,22 +84,6 @@ async def post(
     if not isinstance(body, dict):
         raise Transient(f"{what}: HTTP {status} without a JSON answer")
     return body
-
-
-def retry_after_delay(value: str | None) -> timedelta | None:
-    """Retry-After as seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when - datetime.now(UTC), timedelta(0))
 
 
 def integer(value: Any) -> int | None:

@@ -13,14 +13,14 @@ import base64
 import hashlib
 import hmac
 import time
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from hub.notify import Message, Recipient, RetryLater, Sent, Undeliverable
+from hub.retry_after import retry_after
 from hub.store.types import utcnow
 from plugins.webhooks.config import Endpoint, WebhooksConfig, secret_bytes
 from plugins.webhooks.health import GONE, NOTIFIER, REFUSED, Health
@@ -39,24 +39,6 @@ def webhook_id(key: str) -> str:
 def signature(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = hmac.new(secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(signed.digest()).decode()
-
-
-def retry_after(value: str | None, now: datetime, longest: timedelta) -> timedelta | None:
-    """An HTTP ``Retry-After`` (seconds or a date) as a delay, at most ``longest``."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        delay = timedelta(seconds=int(value))
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        delay = max(when - now, timedelta(0))
-    return min(delay, longest)
 
 
 class WebhookNotifier:

@@ -14,8 +14,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from structlog.testing import capture_logs
 
 from hub.notify import Notifier, Recipient, RetryLater, Sent, Undeliverable
+from hub.retry_after import retry_after
 from hub.store.types import utcnow
-from plugins.webhooks.delivery import retry_after, webhook_id
+from plugins.webhooks.delivery import webhook_id
 from tests.plugins.webhooks.conftest import (
     OTHER_SECRET,
     SECRET,
