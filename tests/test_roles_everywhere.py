@@ -39,6 +39,9 @@ ID_KINDS = {
     "/api/v1/campaigns/{id}": "campaigns",
     "/api/v1/campaigns/{id}/held": "campaigns",
     "/api/v1/segments/{name}/preview": "segments",
+    # Possible duplicates are reviewed by heads and admins only, like campaigns.
+    "/api/v1/duplicates/{id}": "pairs",
+    "/api/v1/calls/{id}/recording": "activities",
 }
 # What the objects in a list named so are, wherever the list is.
 NESTED = {
@@ -329,6 +332,8 @@ async def urls_of(client: Any, truth: Truth, route: str) -> list[str]:
             "attachments": truth.attachments,
             "campaigns": [1, 2],
             "segments": ["wholesale", "nobody"],
+            "pairs": [1, 2],
+            "activities": sorted(truth.activities),
         }[kind]
         assert ids, f"{route}: the store has no {kind} to ask for"
         name = re.search(r"\{(\w+)\}", route).group(1)  # type: ignore[union-attr]

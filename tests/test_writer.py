@@ -185,6 +185,10 @@ async def test_every_change_kind_writes_its_event_in_the_same_transaction(store_
         # One event per change, and the missed call's call.missed beside its activity.logged
         assert len(applied.events) == len(first) + 1
         assert deal.id is not None and task.id is not None
+        talked = first[6]
+        assert isinstance(talked, ch.LogActivity) and talked.id is not None
+        recording = ch.AttachRecording(activity=talked.id, provider="zadarma", recording_id="1.2")
+        await hub.deals.apply([recording], SYSTEM)
         second: list[ch.Change] = [
             ch.UpdateContact(contact=contact.id, city="Пермь"),  # type: ignore[arg-type]
             ch.MoveStage(deal=deal.id, stage="proposal"),

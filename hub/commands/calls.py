@@ -29,7 +29,9 @@ def calls_list(
     """Recent calls with the client, their deal and whether a call back is still open.
 
     Every finished call a PBX reported (the generic webhook, Zadarma, Mango Office,
-    Asterisk) is kept as a ``call`` activity; this lists them newest first."""
+    Asterisk) is kept as a ``call`` activity; this lists them newest first. A recorded
+    call shows the hub's link to listen to it (a bearer token opens it; it fetches a
+    fresh link from the provider each time)."""
     from hub.store.models import Activity, Contact, Task, User
 
     settings = _settings(ctx)
@@ -73,12 +75,23 @@ def calls_list(
             return list(await conn.execute(stmt))
 
     rows = _run(_with_store(settings, go))
-    found = [_call(row) for row in rows]
+    found = [_call(row, settings.campaigns.public_url) for row in rows]
     if as_json:
         click.echo(_dumps(found))
         return
     _table(
-        ["when", "direction", "number", "result", "talked", "who", "client", "deal", "call back"],
+        [
+            "when",
+            "direction",
+            "number",
+            "result",
+            "talked",
+            "who",
+            "client",
+            "deal",
+            "call back",
+            "recording",
+        ],
         [
             [
                 show(row.occurred_at),
@@ -90,14 +103,18 @@ def calls_list(
                 call["client"] or ("—" if call["contact_id"] is None else f"#{call['contact_id']}"),
                 call["deal_id"] or "",
                 f"open #{call['callback_task']}" if call["callback_task"] else "",
+                call["recording_url"] or "",
             ]
             for row, call in zip(rows, found, strict=True)
         ],
     )
 
 
-def _call(row: Any) -> dict[str, Any]:
+def _call(row: Any, hub_url: str) -> dict[str, Any]:
     call = (row.payload or {}).get("call", {})
+    link = call.get("recording_url")
+    if isinstance(link, str) and link.startswith("/"):
+        link = hub_url + link  # the hub's own lasting link, as a manager opens it
     return {
         "activity_id": row.id,
         "occurred_at": row.occurred_at.isoformat(),
@@ -109,7 +126,8 @@ def _call(row: Any) -> dict[str, Any]:
         "answered_by": call.get("answered_by"),
         "duration": call.get("duration"),
         "reason": call.get("reason"),
-        "recording_url": call.get("recording_url"),
+        "recording_url": link,
+        "recordings": call.get("recordings") or [],
         "provider": call.get("provider"),
         "call_id": call.get("call_id"),
         "contact_id": row.contact_id,

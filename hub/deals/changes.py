@@ -50,6 +50,7 @@ ContactRef: TypeAlias = "int | CreateContact"
 CompanyRef: TypeAlias = "int | CreateCompany"
 DealRef: TypeAlias = "int | CreateDeal"
 TaskRef: TypeAlias = "int | AddTask"
+ActivityRef: TypeAlias = "int | LogActivity"
 
 
 def ref_id(ref: int | Creates | None) -> int | None:
@@ -283,6 +284,21 @@ class LogActivity(Creates):
     inbox_id: int | None = None
 
 
+@dataclass(eq=False, slots=True, kw_only=True)
+class AttachRecording(Change):
+    """A call's recording, kept on its ``call`` activity as a reference (the provider and
+    the provider's id of it), never as the provider's link: those expire. ``listen_url``
+    is where the hub serves a fresh link (the activity's ``call.recording_url``).
+    Attaching a recording the activity already has changes nothing and emits nothing,
+    so a provider's repeated notice is harmless."""
+
+    kind: ClassVar[str] = "attach_recording"
+    activity: ActivityRef
+    provider: str
+    recording_id: str
+    listen_url: str | None = None
+
+
 # -- leads, duplicates, merges --------------------------------------------------------------
 
 
@@ -380,6 +396,7 @@ ALL: tuple[type[Change], ...] = (
     RescheduleTask,
     AddNote,
     LogActivity,
+    AttachRecording,
     RecordLead,
     FlagDuplicate,
     DismissDuplicate,

@@ -316,6 +316,19 @@ class CallMissed(Event):
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecorded(Event):
+    """A call's recording was attached to its ``call`` activity (``subject_id``): the
+    manager can listen to it from the deal."""
+
+    type: ClassVar[str] = "call.recorded"
+    subject: ClassVar[str] = "activity"
+    deal_id: int | None
+    contact_id: int | None
+    provider: str
+    recording_id: str
+
+
 # -- the rules' findings ----------------------------------------------------------------------
 
 
@@ -447,6 +460,7 @@ EVENTS: dict[str, type[Event]] = {
         NoteAdded,
         ActivityLogged,
         CallMissed,
+        CallRecorded,
         TaskOverdue,
         DealStale,
         RuleViolated,

@@ -14,7 +14,9 @@ from hub.deals.batch import (
     Batch,
     active_users,
     activities_t,
+    contacts_t,
     deal_of,
+    deals_t,
     insert_rows,
     notes_t,
     ref,
@@ -238,3 +240,68 @@ async def log_activities(batch: Batch, run: list[ch.LogActivity]) -> None:
                 )
             )
     await insert_rows(batch.conn, activities_t, rows)
+
+
+async def attach_recordings(batch: Batch, run: list[ch.AttachRecording]) -> None:
+    """Keep each recording's reference on its call activity, once: a reference the activity
+    already holds is left as it is, with no event."""
+    ids = sorted({ref(c.activity) for c in run})  # type: ignore[type-var]
+    rows = await batch.conn.execute(
+        select(
+            activities_t.c.id,
+            activities_t.c.kind,
+            activities_t.c.deal_id,
+            activities_t.c.contact_id,
+            activities_t.c.payload,
+        ).where(activities_t.c.id.in_(ids))
+    )
+    activities = {r.id: r._asdict() for r in rows}
+    for change in run:
+        activity_id = ref(change.activity)
+        activity = activities.get(activity_id)  # type: ignore[arg-type]
+        if activity is None or not await _visible_activity(batch, activity):
+            raise NotFound("activity", activity_id)  # type: ignore[arg-type]
+        if activity["kind"] != "call":
+            batch.refuse(change, f"activity {activity_id} is not a call: it has no recording")
+            continue
+        if not change.provider.strip() or not change.recording_id.strip():
+            batch.refuse(change, "a recording needs its provider and the provider's id")
+            continue
+        payload = dict(activity["payload"] or {})
+        call = dict(payload.get("call") or {})
+        recording = {"provider": change.provider, "id": change.recording_id}
+        kept = list(call.get("recordings") or [])
+        if recording in kept:
+            continue
+        call["recordings"] = [*kept, recording]
+        if change.listen_url is not None:
+            call["recording_url"] = change.listen_url
+        payload["call"] = call
+        activity["payload"] = payload  # a second recording in this run sees the first
+        await batch.conn.execute(
+            update(activities_t).where(activities_t.c.id == activity_id).values(payload=payload)
+        )
+        batch.events.append(
+            ev.CallRecorded(
+                subject_id=activity_id,
+                deal_id=activity["deal_id"],
+                contact_id=activity["contact_id"],
+                provider=change.provider,
+                recording_id=change.recording_id,
+            )
+        )
+
+
+async def _visible_activity(batch: Batch, activity: dict[str, Any]) -> bool:
+    """A manager may touch an activity of their own deal, or of their own contact."""
+    if not batch.actor.limited_to_own:
+        return True
+    table, row_id = (
+        (deals_t, activity["deal_id"])
+        if activity["deal_id"] is not None
+        else (contacts_t, activity["contact_id"])
+    )
+    if row_id is None:
+        return False
+    owner = await batch.conn.execute(select(table.c.owner_id).where(table.c.id == row_id))
+    return owner.scalar_one_or_none() == batch.actor.user_id

@@ -263,6 +263,7 @@ _WRITERS: dict[type[ch.Change], Callable[[Batch, Any], Awaitable[None]]] = {
     ch.RescheduleTask: write_work.reschedule_tasks,
     ch.AddNote: write_work.add_notes,
     ch.LogActivity: write_work.log_activities,
+    ch.AttachRecording: write_work.attach_recordings,
     ch.RecordLead: write_review.record_leads,
     ch.FlagDuplicate: write_review.flag_duplicates,
     ch.DismissDuplicate: write_review.dismiss_duplicates,

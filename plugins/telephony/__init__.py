@@ -16,6 +16,12 @@ extension), open deals with stage, amount and traffic light, open tasks and the
 last three activities; ``{"known": false, "phone": ...}`` for a number nobody
 has, a 400 problem for something that cannot be a phone number.
 
+``GET /api/v1/calls/{activity_id}/recording`` (bearer token; a manager only for a call
+of their own deal or contact) plays a call's recording: ``302`` to a fresh link the
+provider plugin makes (:mod:`plugins.telephony.recordings`), ``404`` for a call without
+one, ``503`` / ``502`` when the provider cannot give one. A call activity's
+``call.recording_url`` is this link.
+
 ``GET /telephony/route?phone=...`` answers a PBX asking where to send a ringing
 caller: ``{"extension": "101", "owner": "anna@example.com", "known": true,
 "route": "owner"}`` for a known client whose owner has an extension, otherwise
@@ -44,6 +50,8 @@ from plugins.telephony.config import TelephonyConfig
 from plugins.telephony.filing import CallFiling
 from plugins.telephony.one_hop import OneHopReads
 from plugins.telephony.pg_reads import PgReads
+from plugins.telephony.recordings import PATH as RECORDING_PATH
+from plugins.telephony.recordings import RecordingRoute
 from plugins.telephony.rings import Rings
 from plugins.telephony.routing import Owner, Router, find_owner
 from plugins.telephony.screen import Screen
@@ -80,6 +88,7 @@ class Telephony:
         self.cards = CallerCards(hub.settings, prepare=self.reads.statements)
         self.rings = Rings(hub.intake.store, self.screen.ring)
         self.filing = CallFiling(self)
+        self.recordings = RecordingRoute(self)
         secret = config.webhook_secret
         self.webhook = CallWebhook(hub, secret.get_secret_value()) if secret else None
 
@@ -87,7 +96,11 @@ class Telephony:
 
     @hookimpl
     def hub_routes(self) -> list[web.RouteDef]:
-        routes = [web.get(CARD_PATH, self.caller_card), *self.screen.routes()]
+        routes = [
+            web.get(CARD_PATH, self.caller_card),
+            web.get(RECORDING_PATH, self.recordings.get),
+            *self.screen.routes(),
+        ]
         if self.config.route_token is not None:
             routes.append(web.get(ROUTE_PATH, self.route))
         if self.webhook is not None:

@@ -17,6 +17,11 @@ The intake worker hands every stored :class:`~plugins.telephony.calls.CallEvent`
   call that gets through afterwards (the manager's outbound call, or the client's
   answered call) closes it with the call as its result.
 
+  The recording a final event names (``recording_id``) is attached to the activity as a
+  reference the hub serves fresh links for (:mod:`.recordings`); a recording notice
+  that comes apart from the call (:class:`~plugins.telephony.calls.CallRecording`) is
+  attached to the activity its call was filed as.
+
   An unknown number's call goes through the lead pipeline as a lead with the source
   ``source`` ("Входящий звонок"): a contact and a deal in the configured pipeline,
   owned by whom assignment picks (round robin), as a form's lead would be; a missed one
@@ -48,8 +53,9 @@ from hub.domain.lead import Lead
 from hub.domain.normalize import InvalidPoint
 from hub.intake.handlers import Stored
 from hub.store.models import Activity, Contact, ContactPoint, Deal, Task
-from plugins.telephony.calls import CHANNEL, CallEvent
+from plugins.telephony.calls import CHANNEL, CallEvent, CallRecording, is_recording
 from plugins.telephony.card import best_first, number_params, phone_points
+from plugins.telephony.recordings import RecordingFiling, attach
 
 if TYPE_CHECKING:
     from plugins.telephony import Telephony
@@ -135,8 +141,12 @@ class CallFiling:
     def __init__(self, telephony: Telephony) -> None:
         self.telephony = telephony
         self.config = telephony.config
+        self.recordings = RecordingFiling(telephony, ACTOR)
 
     async def handle(self, event: Stored) -> dict[str, Any]:
+        if is_recording(event.payload):
+            notice = CallRecording.model_validate(event.payload)
+            return await self.recordings.handle(notice, event)
         call = CallEvent.model_validate(event.payload)
         if call.state == "ringing":
             return await self.ringing(call, event)
@@ -204,19 +214,18 @@ class CallFiling:
         record = self._record(call, e164)
         if client is None and e164 is not None and call.direction == "in":
             return await self._new_caller(call, event, record, answered)
-        changes: list[Change] = [
-            LogActivity(
-                activity="call",
-                summary=summary(call, answered),
-                deal=client.deal_id if client else None,
-                contact=client.contact_id if client else None,
-                direction=call.direction,
-                result="answered" if answered else "missed",
-                payload={"call": record},
-                occurred_at=call.occurred_at,
-                inbox_id=event.id,
-            )
-        ]
+        activity = LogActivity(
+            activity="call",
+            summary=summary(call, answered),
+            deal=client.deal_id if client else None,
+            contact=client.contact_id if client else None,
+            direction=call.direction,
+            result="answered" if answered else "missed",
+            payload={"call": record},
+            occurred_at=call.occurred_at,
+            inbox_id=event.id,
+        )
+        changes: list[Change] = [activity]
         result: dict[str, Any] = {
             "call": call.state,
             "contact_id": client.contact_id if client else None,
@@ -234,7 +243,18 @@ class CallFiling:
         for change in applied.changes:
             if isinstance(change, AddTask):
                 result["task_id"] = change.id
+        activity_id = activity.id
+        assert activity_id is not None
+        # Named in the result, so a recording notice coming later finds the activity.
+        result["activity_id"] = activity_id
+        await self._attach_recording(call, event, activity_id)
         return result
+
+    async def _attach_recording(self, call: CallEvent, event: Stored, activity_id: int) -> None:
+        if call.recording_id:
+            await attach(
+                self.telephony, event, ACTOR, activity_id, call.provider, call.recording_id
+            )
 
     async def _new_caller(
         self, call: CallEvent, event: Stored, record: dict[str, Any], answered: bool
@@ -257,6 +277,10 @@ class CallFiling:
         )
         decision = await event.lead(lead)
         result = {"call": call.state, **decision}
+        activity_id = await self._lead_activity(event, decision.get("contact_id"))
+        if activity_id is not None:
+            result["activity_id"] = activity_id
+            await self._attach_recording(call, event, activity_id)
         if not answered and decision.get("owner_id") is not None:
             notes = self._tell_owner(call, event, decision["deal_id"], decision["owner_id"], 1)
             if notes:
@@ -329,6 +353,24 @@ class CallFiling:
         if row is None:
             return None
         return Client(row.id, row.owner_id, row.deal_id, row.deal_owner_id)
+
+    @staticmethod
+    async def _lead_activity(event: Stored, contact_id: Any) -> int | None:
+        """The call activity the lead pipeline just logged for this event."""
+        if not isinstance(contact_id, int):
+            return None
+        return (
+            await event.store.execute(
+                select(Activity.id)
+                .where(
+                    Activity.contact_id == contact_id,
+                    Activity.inbox_id == event.id,
+                    Activity.kind == "call",
+                )
+                .order_by(Activity.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
 
     @staticmethod
     async def _open_callback(event: Stored, contact_id: int) -> tuple[int, datetime] | None:

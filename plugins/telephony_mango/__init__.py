@@ -20,6 +20,14 @@ goes are stored as :class:`plugins.telephony.calls.CallEvent` through
   ``entry_result`` is 1, ``missed`` with ``disconnect_reason`` otherwise. The connector
   must send the summary among its events, or no call is ever filed.
 
+- ``events/recording``: a recording notice of the call ``entry_id``
+  (:class:`plugins.telephony.calls.CallRecording`): ``Started`` → ``started``,
+  ``Completed`` (saved, in the cloud) → ``ready``; the recording is attached to the
+  call's activity once the call is filed. A manager plays it through the hub
+  (``GET /api/v1/calls/{activity_id}/recording``), which signs a fresh link with the key
+  and salt (:mod:`.recordings`): enable the VPBX's links to recordings without
+  authorization in its personal account.
+
 Any other ``events/*`` is checked and answered 200, nothing stored; so is ``/ping``.
 Unix seconds become aware UTC times. Events may come out of order (``seq``): each state
 has its own key, so the order they arrive in stores the same events.
@@ -62,9 +70,18 @@ from hub.api.common import problem
 from hub.context import PluginView
 from hub.hookspecs import hookimpl
 from hub.intake.accept import IntakeClosed, UnstorableEvent
-from plugins.telephony.calls import accept_call
+from plugins.telephony.calls import CallEvent, CallRecording, accept_call, accept_recording
+from plugins.telephony.recordings import offer_recordings, withdraw_recordings
 from plugins.telephony_mango.config import MangoConfig
-from plugins.telephony_mango.events import BadEvent, call_event, decode, envelope, verify
+from plugins.telephony_mango.events import (
+    BadEvent,
+    call_event,
+    decode,
+    envelope,
+    recording_notice,
+    verify,
+)
+from plugins.telephony_mango.recordings import MangoRecordings
 
 log = structlog.get_logger("plugins.telephony_mango")
 
@@ -83,6 +100,13 @@ class MangoOffice:
     def __init__(self, config: MangoConfig, hub: PluginView) -> None:
         self.config = config
         self.hub = hub
+        # The telephony plugin's recording route plays this provider's recordings with it.
+        self.recordings = MangoRecordings(config)
+        offer_recordings(hub.intake, self.recordings)
+
+    @hookimpl
+    async def hub_shutdown(self) -> None:
+        withdraw_recordings(self.hub.intake, self.recordings)
 
     @hookimpl
     def hub_routes(self) -> list[web.RouteDef]:
@@ -107,7 +131,9 @@ class MangoOffice:
             log.warning("mango_refused", mango_event=kind[:40])
             return problem(401, "vpbx_api_key or sign does not match: check api_key, api_salt")
         try:
-            call = call_event(kind, decode(form["json"]))
+            data = decode(form["json"])
+            call: CallEvent | CallRecording | None
+            call = recording_notice(data) if kind == "recording" else call_event(kind, data)
         except BadEvent as error:
             log.warning("mango_not_understood", mango_event=kind[:40], error=str(error))
             return problem(400, str(error), code="not_a_call_event")
@@ -115,7 +141,10 @@ class MangoOffice:
             log.debug("mango_event_ignored", mango_event=kind[:40])
             return _ok()
         try:
-            accepted = await accept_call(self.hub.intake, call)
+            if isinstance(call, CallRecording):
+                accepted = await accept_recording(self.hub.intake, call)
+            else:
+                accepted = await accept_call(self.hub.intake, call)
         except IntakeClosed:
             return problem(503, "shutting down, retry shortly")
         except UnstorableEvent as error:
@@ -128,8 +157,9 @@ class MangoOffice:
             mango_event=kind,
             call_id=call.call_id,
             state=call.state,
-            direction=call.direction,
-            extension=call.extension,
+            direction=getattr(call, "direction", None),
+            extension=getattr(call, "extension", None),
+            recording_id=getattr(call, "recording_id", None),
             event_id=accepted.id,
             duplicate=accepted.duplicate,
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from hub.config import Credential
+from hub.config import Credential, Duration
 
 # Mango issues both (the VPBX's "API connector" page); shorter is a paste gone wrong.
 MIN_LENGTH = 16
@@ -21,6 +23,25 @@ class MangoConfig(BaseModel):
     # "Ключ для создания подписи": signs every event, never sent.
     # Or HUB__PLUGINS__TELEPHONY_MANGO__API_SALT.
     api_salt: Credential
+    # How long a recording's link (signed with the key and salt, "expires") works once a
+    # manager opened it: long enough to listen to the whole call.
+    recording_link_for: Duration = timedelta(hours=1)
+    # Where the VPBX's API is: recordings are played from <api_url>/queries/recording/link/...
+    api_url: str = "https://app.mango-office.ru/vpbx"
+
+    @field_validator("recording_link_for")
+    @classmethod
+    def _lifetime(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=1):
+            raise ValueError("must be 1m to 1d: long enough to listen, short enough not to leak")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (https://app.mango-office.ru/vpbx)")
+        return value.rstrip("/")
 
     @field_validator("api_key", "api_salt")
     @classmethod

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from pydantic import ValidationError
 
-from plugins.telephony.calls import CallEvent
+from plugins.telephony.calls import CallEvent, CallRecording
 
 PROVIDER = "mango"
 MOSCOW = ZoneInfo("Europe/Moscow")  # the VPBX's clock, for a time given as text
@@ -26,6 +26,7 @@ TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M:%S")
 DIRECTIONS = {0: "internal", 1: "in", 2: "out"}  # events/summary call_direction
 # disconnect_reason codes with a name in the hub's reasons; others are kept as mango_<code>
 REASONS = {1110: "cancel"}  # "Вызов завершен вызывающим абонентом": the caller hung up
+SAVED = 1000  # events/recording completion_code: the recording was saved
 NUMBER_MAX = 64  # CallEvent's caller, called and line
 EXTENSION_MAX = 40
 
@@ -89,6 +90,46 @@ def call_event(kind: str, data: Mapping[str, Any]) -> CallEvent | None:
     if kind == "summary":
         return _from_summary(data)
     return None
+
+
+def recording_notice(data: Mapping[str, Any]) -> CallRecording | None:
+    """The recording an ``events/recording`` reports, or None for one that gives nothing to
+    listen to.
+
+    ``recording_state``: ``Started`` → ``started`` (the call goes on); ``Completed`` →
+    ``ready``, unless its ``completion_code`` is not 1000 (4002: shorter than the minimum,
+    not saved) or it went only by mail (``recipient`` ``Mail``: not in the VPBX's cloud,
+    where the link plays from); ``Continued`` (the same recording in another leg) → None.
+    """
+    state = data.get("recording_state")
+    if state == "Started":
+        kind = "started"
+    elif state == "Completed":
+        code = data.get("completion_code")
+        if code not in (None, "") and str(code).strip() != str(SAVED):
+            return None
+        if data.get("recipient") == "Mail":
+            return None
+        kind = "ready"
+    else:
+        return None
+    recording = _text(data.get("recording_id"))
+    if not recording:
+        raise BadEvent("events/recording lacks recording_id")
+    at = data.get("timestamp")
+    try:
+        return CallRecording(
+            provider=PROVIDER,
+            call_id=_entry(data),
+            recording_id=recording,
+            state=kind,
+            occurred_at=parse_time(at, "timestamp") if at not in (None, "") else datetime.now(UTC),
+        )
+    except ValidationError as error:
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()
+        )
+        raise BadEvent(f"not a recording event: {wrong}") from None
 
 
 def _from_call(data: Mapping[str, Any]) -> CallEvent | None:

@@ -20,7 +20,7 @@ NOTIFY_END          ``ended`` with ``duration`` when ``disposition`` is answered
                     busy, cancel, ...)
 NOTIFY_OUT_START    ``ringing``, outbound, from the extension ``internal``
 NOTIFY_OUT_END      ``ended`` / ``missed`` (the client did not answer), outbound
-NOTIFY_RECORD       nothing stored (see below)
+NOTIFY_RECORD       a recording notice, ``ready`` (see below)
 NOTIFY_IVR          nothing stored: a menu step of a call already ringing
 ==================  ===========================================================
 
@@ -28,12 +28,14 @@ NOTIFY_IVR          nothing stored: a menu step of a call already ringing
 as it happens and gives only the call's start); ``started_at`` is ``call_start``, read
 on the account's clock ``timezone`` (default Europe/Moscow).
 
-Recordings. ``NOTIFY_END`` says ``is_recorded`` and gives ``call_id_with_rec``; a
-recording is fetched later through Zadarma's API (``GET /v1/pbx/record/request/``, which
-needs the API key as well), and ``NOTIFY_RECORD`` says it is ready. Neither carries a
-URL and a call event has no field for a recording's id, so ``recording_url`` stays empty
-and no URL is made up: ``NOTIFY_RECORD`` is checked, logged (``zadarma_recording_ready``
-with both ids) and answered 200, and stores nothing.
+Recordings. ``NOTIFY_END`` / ``NOTIFY_OUT_END`` with ``is_recorded=1`` name the recording
+(``call_id_with_rec``): the final call event carries it as ``recording_id`` and the call's
+activity keeps it. ``NOTIFY_RECORD`` (the recording is ready) is stored as a
+:class:`plugins.telephony.calls.CallRecording` of the call ``pbx_call_id`` and attached to
+its activity if the END did not name it (twice: nothing changes). A manager listens
+through the hub (``GET /api/v1/calls/{activity_id}/recording``), which asks Zadarma's API
+for a fresh link each time (:mod:`.recordings`; needs ``api_key``): Zadarma's links
+expire (30 minutes by default).
 
 Answers: ``200`` with an empty body once the event is stored (for NOTIFY_START an empty
 body leaves the call's scenario as it is; Zadarma reads a JSON body there as a
@@ -79,16 +81,19 @@ from hub.hookspecs import hookimpl
 from hub.intake.accept import IntakeClosed, UnstorableEvent
 from hub.store.models import Contact, ContactPoint
 from hub.store.types import utcnow
-from plugins.telephony.calls import accept_call
+from plugins.telephony.calls import accept_call, accept_recording
+from plugins.telephony.recordings import offer_recordings, withdraw_recordings
 from plugins.telephony.routing import find_owner
 from plugins.telephony_zadarma.config import ZadarmaConfig
 from plugins.telephony_zadarma.notifications import (
     SIGNED,
     BadNotification,
     call_event,
+    recording_notice,
     signed_string,
     verify,
 )
+from plugins.telephony_zadarma.recordings import ZadarmaRecordings
 
 log = structlog.get_logger("plugins.telephony_zadarma")
 
@@ -111,10 +116,18 @@ class Zadarma:
         self.config = config
         self.hub = hub
         self.zone = ZoneInfo(config.timezone)
+        # The telephony plugin's recording route plays this provider's recordings with it.
+        self.recordings = ZadarmaRecordings(config)
+        offer_recordings(hub.intake, self.recordings)
 
     @hookimpl
     def hub_routes(self) -> list[web.RouteDef]:
         return [web.get(PATH, self.echo), web.post(PATH, self.notify)]
+
+    @hookimpl
+    async def hub_shutdown(self) -> None:
+        withdraw_recordings(self.hub.intake, self.recordings)
+        await self.recordings.close()
 
     async def echo(self, request: web.Request) -> web.Response:
         """The URL check: ``GET ?zd_echo=X`` is answered ``X``, nothing else."""
@@ -150,18 +163,14 @@ class Zadarma:
         if not verify(self.config.api_secret.get_secret_value(), text, given):
             log.warning("zadarma_refused", zadarma_event=event, reason="bad signature")
             return problem(401, "the Signature does not match: check api_secret")
+        if event == "NOTIFY_RECORD":
+            return await self._recording(form)
         try:
             call = call_event(form, utcnow(), self.zone)
         except BadNotification as error:
             log.warning("zadarma_not_understood", zadarma_event=event, error=str(error))
             return problem(400, str(error), code="not_a_call_event")
         if call is None:
-            if event == "NOTIFY_RECORD":
-                log.info(
-                    "zadarma_recording_ready",
-                    pbx_call_id=form.get("pbx_call_id"),
-                    call_id_with_rec=form.get("call_id_with_rec"),
-                )
             return _ok()
         try:
             accepted = await accept_call(self.hub.intake, call)
@@ -185,6 +194,31 @@ class Zadarma:
         )
         if event == "NOTIFY_START" and self.config.route_known_callers:
             return await self._route(call.caller)
+        return _ok()
+
+    async def _recording(self, form: dict[str, str]) -> web.Response:
+        """NOTIFY_RECORD, stored as a recording notice of its call before it is answered."""
+        try:
+            notice = recording_notice(form, utcnow())
+        except BadNotification as error:
+            log.warning("zadarma_not_understood", zadarma_event="NOTIFY_RECORD", error=str(error))
+            return problem(400, str(error), code="not_a_recording")
+        try:
+            accepted = await accept_recording(self.hub.intake, notice)
+        except IntakeClosed:
+            return problem(503, "shutting down, retry shortly")
+        except UnstorableEvent as error:
+            return problem(400, str(error), code="unstorable")
+        except Exception:
+            log.exception("zadarma_store_failed", call_id=notice.call_id, state="recording")
+            return problem(503, "cannot store the recording notice now, retry shortly")
+        log.info(
+            "zadarma_recording",
+            call_id=notice.call_id,
+            recording_id=notice.recording_id,
+            event_id=accepted.id,
+            duplicate=accepted.duplicate,
+        )
         return _ok()
 
     async def _route(self, caller: str) -> web.Response:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from plugins.telephony.calls import CallEvent
+from plugins.telephony.calls import CallEvent, CallRecording
 
 PROVIDER = "zadarma"
 
@@ -33,8 +33,8 @@ SIGNED: dict[str, tuple[str, ...]] = {
     "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
     "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
 }
-# Checked and answered, stored as nothing: a recording is fetched through the API
-# (GET /v1/pbx/record/request/), an IVR step changes no state of the call.
+# Not a call state: NOTIFY_RECORD is a recording notice (recording_notice), an IVR step
+# changes no state of the call.
 STORES_NOTHING = frozenset({"NOTIFY_RECORD", "NOTIFY_IVR"})
 
 
@@ -133,13 +133,39 @@ def call_event(form: Mapping[str, str], now: datetime, zone: ZoneInfo) -> CallEv
         raise BadNotification(f"{event} is not a call event: {wrong}") from None
 
 
+def recording_notice(form: Mapping[str, str], now: datetime) -> CallRecording:
+    """NOTIFY_RECORD: the recording ``call_id_with_rec`` of the call ``pbx_call_id`` is ready
+    (its id is what ``GET /v1/pbx/record/request/`` takes as ``call_id``)."""
+    try:
+        return CallRecording(
+            provider=PROVIDER,
+            call_id=form.get("pbx_call_id", ""),
+            recording_id=form.get("call_id_with_rec", ""),
+            state="ready",
+            occurred_at=now,
+        )
+    except ValidationError as error:
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
+        )
+        raise BadNotification(f"NOTIFY_RECORD is not a recording notice: {wrong}") from None
+
+
+def _recording(form: Mapping[str, str]) -> str | None:
+    """The recording an END names (``is_recorded=1``): its ``call_id_with_rec``."""
+    if form.get("is_recorded", "").strip() != "1":
+        return None
+    return form.get("call_id_with_rec", "").strip() or None
+
+
 def _outcome(form: Mapping[str, str], field: Any, internal: str | None) -> dict[str, Any]:
     """ended (with the seconds talked) for an answered call, else missed and why."""
     disposition = field("disposition").lower()
     duration = field("duration")
     if not duration.isdigit():
         raise BadNotification(f"duration {duration[:20]!r} is not a whole number of seconds")
+    recording = {"recording_id": _recording(form)}
     if disposition == "answered":
-        return {"state": "ended", "duration": int(duration), "answered_by": internal}
+        return {"state": "ended", "duration": int(duration), "answered_by": internal, **recording}
     reason = "_".join(disposition.replace(",", " ").split()) or "unknown"
-    return {"state": "missed", "reason": reason[:100]}
+    return {"state": "missed", "reason": reason[:100], **recording}

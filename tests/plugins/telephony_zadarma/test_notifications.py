@@ -31,9 +31,9 @@ EXPECTED: dict[str, dict[str, Any] | None] = {
     "04_incoming_answered_NOTIFY_END": {
         "call_id": IN_ANSWERED, "direction": "in", "state": "ended", "duration": 37,
         "answered_by": "100", "caller": "79161234567", "line": "74951234567",
-        "recording_url": None, "reason": None,
+        "recording_url": None, "reason": None, "recording_id": "1710487265.2287441",
     },
-    "05_incoming_answered_NOTIFY_RECORD": None,
+    "05_incoming_answered_NOTIFY_RECORD": None,  # a recording notice, not a call state
     "06_incoming_missed_NOTIFY_START": {
         "call_id": IN_MISSED, "direction": "in", "state": "ringing", "caller": "79031112233",
     },
@@ -79,7 +79,9 @@ async def test_each_notification_is_answered_200_empty_and_stores_the_call_state
     calls = await pbx.calls()
     expected = EXPECTED[name]
     if expected is None:
-        assert calls == []  # a recording is fetched through the API: nothing to store
+        [(key, notice)] = calls  # the recording is ready: a notice of the call, not a state
+        assert key.endswith(":recording:1710487265.2287441:ready")
+        assert (notice["kind"], notice["call_id"]) == ("recording", IN_ANSWERED)
         return
     [(_key, call)] = calls
     assert call["provider"] == "zadarma"
@@ -93,8 +95,14 @@ async def test_an_answered_inbound_call_rings_the_line_then_its_extension_is_ans
 ) -> None:
     for name in sorted(EXPECTED)[:5]:
         await send_ok(pbx, sample(name))
-    assert await pbx.states() == ["ringing", "ringing:100", "answered", "final"]
-    final = (await pbx.calls())[-1][1]
+    assert await pbx.states() == [
+        "ringing",
+        "ringing:100",
+        "answered",
+        "final",
+        "recording:1710487265.2287441:ready",
+    ]
+    final = (await pbx.calls())[-2][1]
     assert (final["state"], final["duration"], final["answered_by"]) == ("ended", 37, "100")
 
 
