@@ -5,7 +5,9 @@ Blocking: contacts are compared when they share a normalized phone or email
 (one grouped query over the contact-point index), when their names share a
 block key, a word's first five letters plus another word's initial, in Latin
 letters (``Соколов Дмитрий`` and ``Dmitriy Sokolov`` meet under ``sokol|d``),
-or when they have the same birth date or address. A phone, email or key held
+when they share a name block as intake reads them (:mod:`hub.domain.blocking`: the name
+with the birth date, address, company or city), or when they have the same birth date
+or address (a record without a name, too). A phone, email or key held
 by more than ``MAX_GROUP`` contacts (a call centre's number, a common name)
 yields no pairs. Each pair is scored by the match model
 (:mod:`hub.domain.weights`), its equal names weighed by their frequency in the
@@ -42,8 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.config import Settings
 from hub.deals import Actor, DealWriter
 from hub.deals.changes import FlagDuplicate
+from hub.domain.blocking import name_blocks
 from hub.domain.matching import (
     BUILTIN,
+    HOUSEHOLD,
     Candidate,
     Comparison,
     Incoming,
@@ -189,11 +193,16 @@ async def _candidates(conn: AsyncConnection) -> _Candidates:
     others: dict[str, list[int]] = {}
     birth = contacts.c.custom["birth_date"].as_string()
     address = contacts.c.custom["address"].as_string()
-    for cid, name, born, lives in await conn.execute(
-        select(contacts.c.id, contacts.c.name, birth, address).where(contacts.c.name.is_not(None))
+    company = contacts.c.custom["company"].as_string()
+    for cid, name, born, lives, city, works in await conn.execute(
+        select(contacts.c.id, contacts.c.name, birth, address, contacts.c.city, company)
     ):
-        for key in name_keys(name):
+        # A record without a name is still someone's birth date and address.
+        for key in name_keys(name) if name else ():
             blocks.setdefault(key, []).append(cid)
+        # The blocks intake finds a returning client by (hub/domain/blocking.py).
+        for block in name_blocks(name, birth_date=born, company=works, city=city, address=lives):
+            blocks.setdefault("|".join(block), []).append(cid)
         if born:
             others.setdefault("b|" + born, []).append(cid)
         if lives:
@@ -262,13 +271,15 @@ def _with_store_frequencies(
     return replace(model, frequencies=shares)
 
 
-def _incoming(one: _Known, is_shared: Callable[[tuple[str, str]], bool]) -> Incoming:
+def _incoming(one: _Known, is_shared: Callable[[tuple[str, str]], str | None]) -> Incoming:
+    sharing = {k: is_shared(k) for k in one.points}
     return Incoming(
         one.name,
         one.company,
         one.city,
         [Point(kind, norm, norm) for kind, norm in sorted(one.points)],
-        {k for k in one.points if is_shared(k)},
+        {k for k, how in sharing.items() if how},
+        household={k for k, how in sharing.items() if how == "household"},
         **one.details,
     )
 
@@ -279,25 +290,29 @@ def _candidate(cid: int, two: _Known) -> Candidate:
 
 def _sharing(
     settings: Settings, groups: dict[tuple[str, str], list[int]], known: dict[int, _Known]
-) -> Callable[[tuple[str, str]], bool]:
+) -> Callable[[tuple[str, str]], str | None]:
     """Is a point one several people use: a generic mailbox, or held by three or more
     contacts with two or more first names (the four records of one person on one mobile
-    are not an office line)."""
+    are not an office line); "household" when they have at most ``HOUSEHOLD`` first
+    names, "shared" when more (or a generic mailbox), None for a personal point."""
     generic = {m.lower() for m in settings.matching.generic_mailboxes}
-    cache: dict[tuple[str, str], bool] = {}
+    cache: dict[tuple[str, str], str | None] = {}
 
     def first_name(cid: int) -> str | None:
         name = known[cid].name if cid in known else None
         parsed = parse_name(name) if name else None
         return parsed.first if parsed else None
 
-    def is_shared(key: tuple[str, str]) -> bool:
+    def is_shared(key: tuple[str, str]) -> str | None:
         if key[0] == "email" and key[1].split("@", 1)[0] in generic:
-            return True
+            return "shared"
         if key not in cache:
             holders = groups.get(key, ())
             firsts = {first_name(cid) for cid in holders} - {None}
-            cache[key] = len(holders) > 2 and len(firsts) > 1
+            if len(holders) <= 2 or len(firsts) <= 1:
+                cache[key] = None
+            else:
+                cache[key] = "household" if len(firsts) <= HOUSEHOLD else "shared"
         return cache[key]
 
     return is_shared
@@ -544,20 +559,28 @@ async def train(
             # Conditional on both records having the field: a missing field weighs nothing.
             seen = sum(u_counts[name].values())
             u = (u_counts[name][level] + PSEUDO * u_default) / (seen + PSEUDO)
-            if name in ("phone", "email") and level in ("equal", "shared"):
+            if name in ("phone", "email") and level in ("equal", "landline", "shared", "household"):
                 u = u_default  # below, from the pairs sharing one
             elif name in model.frequencies and level == "equal":
                 u = sum(s * s for v, s in model.frequencies[name].items() if v)
             model.levels[name][level][1] = max(u, 1e-12)
 
     # m: EM over the candidate pairs, once per blocking rule, leaving out the fields the
-    # rule made agree (as Splink does): pairs found by a shared phone or email teach the
-    # names' m, pairs found by a name block teach the phones' and emails'.
+    # rule made agree (as Splink does): pairs sharing a personal phone or email teach the
+    # names' m, pairs found by a name block teach the phones' and emails'. Pairs sharing
+    # only an office line or a home phone are left out of the first: mostly colleagues
+    # and couples, EM would take "works or lives together" for "one person" and learn
+    # that a different first name is what one person's records look like.
+    patterns = {pair: pattern(*pair) for pair in found.pairs}
+    personal = {
+        pair
+        for pair in found.by_points
+        if ("phone", "equal") in patterns[pair] or ("email", "equal") in patterns[pair]
+    }
     sessions = {
-        "points": (found.by_points, {"phone", "email"}),
+        "points": (personal, {"phone", "email"}),
         "names": (found.by_name, {"first_name", "last_name", "patronymic", "gender"}),
     }
-    patterns = {pair: pattern(*pair) for pair in found.pairs}
     learned: dict[str, dict[str, Counter[str]]] = {}
     done = 0
     for session, (pairs, blocked) in sessions.items():
@@ -576,7 +599,12 @@ async def train(
                 full = patterns[pair]
                 w = posterior.get(tuple(c for c in full if c[0] not in blocked), 0.5)
                 for name, level in full:
-                    if name in ("phone", "email") and level in ("equal", "shared"):
+                    if name in ("phone", "email") and level in (
+                        "equal",
+                        "landline",
+                        "shared",
+                        "household",
+                    ):
                         apart[(name, level)] += 1 - w
             for (name, level), n in apart.items():
                 u_default = LEVELS[name][level][2]

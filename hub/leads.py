@@ -15,7 +15,11 @@ records what it decided and why (the inbox event's ``result``):
 - ``reopened_deal``: the contact's deal here closed recently and the pipeline
   says reopen; it goes back to the first stage.
 
-No lead is dropped for being a duplicate. Two leads of one new person in the
+Candidates are the contacts holding one of the lead's phones or emails, and those sharing
+a name block with it (:mod:`hub.domain.blocking`: the same name with the same birth date,
+address, company or city, read through the ``contacts.name_key`` index), so a returning
+client with a new phone and mailbox is still found. No lead is dropped for being a
+duplicate. Two leads of one new person in the
 same batch, or in two processes at once, make one contact and one deal: the
 batch matches against itself, and on PostgreSQL each point is locked
 (``pg_advisory_xact_lock``) before it is looked up.
@@ -30,7 +34,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, func, null, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.config import MatchingSection, Settings
@@ -56,8 +60,17 @@ from hub.deals.changes import (
     split_external_id,
 )
 from hub.domain.assignment import Assigner, Request
+from hub.domain.blocking import MAX_BLOCK, Block, key_blocks, lookups, name_blocks
 from hub.domain.lead import Lead
-from hub.domain.matching import BUILTIN, Candidate, Incoming, Matcher, Score, score
+from hub.domain.matching import (
+    BUILTIN,
+    HOUSEHOLD,
+    Candidate,
+    Incoming,
+    Matcher,
+    Score,
+    score,
+)
 from hub.domain.normalize import (
     InvalidPoint,
     Point,
@@ -81,6 +94,7 @@ from hub.store.models import (
 from hub.store.ops import Catalog, PipelineInfo, StageInfo
 
 DEFAULT_CONTACT_WITHIN = timedelta(days=1)
+NAME_ROWS = 100  # contacts read per name key at intake
 
 companies_t = Company.__table__
 contacts_t = Contact.__table__
@@ -114,6 +128,7 @@ class _Plan:
     new_points: list[Point] = field(default_factory=list)
     tax_id: str | None = None
     company: CompanyRef | None = None
+    blocks: set[Block] = field(default_factory=set)  # name blocks (hub/domain/blocking.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -228,6 +243,14 @@ class LeadPipeline:
                 plan.tax_id = normalize_tax_id(lead.tax_id, self.region)
             except InvalidPoint:
                 plan.invalid.append(lead.tax_id)
+        details = _details(lead.custom)
+        plan.blocks = name_blocks(
+            lead.name,
+            birth_date=details.get("birth_date"),
+            company=lead.company,
+            city=lead.city,
+            address=details.get("address"),
+        )
         return plan
 
     def _is_generic(self, key: tuple[str, str]) -> bool:
@@ -250,24 +273,44 @@ class LeadPipeline:
             companies |= {
                 ("company", company_key(plan.lead.company)) for plan in plans if plan.lead.company
             }
-            if keys or companies:
-                await self._lock(conn, sorted(set(keys) | companies))
+            # A returning client found by name alone is locked by the name key, too.
+            names = {("name", key) for plan in plans for key, _ in plan.blocks}
+            if keys or companies or names:
+                await self._lock(conn, sorted(set(keys) | companies | names))
         holders = await self._holders(conn, keys)
         ids = {cid for found in holders.values() for cid in found}
+        named = await self._named(
+            conn,
+            {span for plan in plans if plan.blocks for span in lookups(plan.lead.name)},
+            {block.split(" ", 1)[0] for plan in plans for _, block in plan.blocks},
+        )
+        wanted = {block for plan in plans for block in plan.blocks}
+        # A block too big to compare with is not loaded either (see _match).
+        ids |= {
+            cid
+            for block in wanted
+            if len(named.get(block, ())) <= MAX_BLOCK
+            for cid in named.get(block, ())
+        }
         by_external = await self._by_external_id(conn, plans)
         contacts = await self._contacts(conn, ids | set(by_external.values()))
         batch_holders: dict[tuple[str, str], list[_Contact]] = {}
+        batch_blocks: dict[Block, list[_Contact]] = {}
         reviews: list[_Plan] = []
         for plan in plans:
             known = by_external.get(plan.lead.external_id or "")
             if known is not None:
                 plan.contact, plan.match = contacts[known], Score(1.0, ("same external id",))
             else:
-                self._match(plan, holders, contacts, batch_holders)
+                self._match(plan, holders, contacts, batch_holders, named, batch_blocks)
             if plan.review is not None:
                 reviews.append(plan)
             contact = plan.contact
             assert contact is not None
+            for block in plan.blocks:
+                found = batch_blocks.setdefault(block, [])
+                if contact not in found:
+                    found.append(contact)
             for point in plan.points:
                 key = (point.kind, point.normalized)
                 if key not in contact.points:
@@ -411,7 +454,12 @@ class LeadPipeline:
                 segment=lead.segment,
                 external_id=lead.external_id,
                 company=contact.company_ref,
-                custom={"company": lead.company} if lead.company else {},
+                # The contact keeps what identifies the person (birth date, address), so
+                # a later lead with a new phone and mailbox is still found by name.
+                custom={
+                    **_details(lead.custom),
+                    **({"company": lead.company} if lead.company else {}),
+                },
                 points=list(points[contact].values()),
             )
             out.append(contact.create)
@@ -482,10 +530,56 @@ class LeadPipeline:
         return holders
 
     @staticmethod
+    async def _named(
+        conn: AsyncConnection, spans: set[tuple[str, str]], kinds: set[str] | None = None
+    ) -> dict[Block, list[int]]:
+        """The contacts in these ranges of name keys by name block; up to ``NAME_ROWS``
+        contacts a range are read (a name that common in one store is in blocks too big
+        to find anyone by). ``kinds`` are the blocks wanted ("born", "address",
+        "company", "city"); the others are not read."""
+        if not spans:
+            return {}
+        kinds = {"born", "address", "company", "city"} if kinds is None else kinds
+        columns = [contacts_t.c.id, contacts_t.c.name_key]
+        columns.append(contacts_t.c.custom["birth_date"].as_string() if "born" in kinds else null())
+        columns.append(contacts_t.c.custom["address"].as_string() if "address" in kinds else null())
+        columns.append(contacts_t.c.city if "city" in kinds else null())
+        if "company" in kinds:
+            company = contacts_t.c.custom["company"].as_string()
+            columns.append(func.coalesce(companies_t.c.name, company))
+        else:
+            columns.append(null())
+        # One statement for all the ranges: each round trip to the store costs more than
+        # the rows it reads.
+        query = select(*columns).where(
+            or_(
+                *(
+                    contacts_t.c.name_key == low
+                    if low == high
+                    else contacts_t.c.name_key.between(low, high)
+                    for low, high in sorted(spans)
+                )
+            )
+        )
+        if "company" in kinds:
+            query = query.outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
+        found: dict[Block, list[int]] = {}
+        for cid, key, born, lives, city, works in await conn.execute(
+            query.limit(NAME_ROWS * len(spans))
+        ):
+            for block in key_blocks(key, birth_date=born, company=works, city=city, address=lives):
+                holders = found.setdefault(block, [])
+                if cid not in holders:
+                    holders.append(cid)
+        return found
+
+    @staticmethod
     async def _contacts(conn: AsyncConnection, ids: set[int]) -> dict[int, _Contact]:
         if not ids:
             return {}
         found: dict[int, _Contact] = {}
+        # The contacts with their phones and emails in one statement: a round trip to the
+        # store costs more than the few rows a contact's points add.
         rows = await conn.execute(
             select(
                 contacts_t.c.id,
@@ -496,29 +590,29 @@ class LeadPipeline:
                 contacts_t.c.company_id,
                 companies_t.c.name,
                 companies_t.c.tax_id,
+                points_t.c.kind,
+                points_t.c.normalized,
             )
             .outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
+            .outerjoin(points_t, points_t.c.contact_id == contacts_t.c.id)
             .where(contacts_t.c.id.in_(sorted(ids)))
         )
-        for cid, name, city, owner_id, custom, company_id, company, tax_id in rows:
-            found[cid] = _Contact(
-                cid,
-                name,
-                company or (custom or {}).get("company"),
-                city,
-                owner_id,
-                set(),
-                company_ref=company_id,
-                tax_id=tax_id,
-                details=_details(custom),
-            )
-        points = await conn.execute(
-            select(points_t.c.contact_id, points_t.c.kind, points_t.c.normalized).where(
-                points_t.c.contact_id.in_(sorted(ids))
-            )
-        )
-        for cid, kind, normalized in points:
-            found[cid].points.add((kind, normalized))
+        for cid, name, city, owner_id, custom, company_id, company, tax_id, kind, value in rows:
+            contact = found.get(cid)
+            if contact is None:
+                contact = found[cid] = _Contact(
+                    cid,
+                    name,
+                    company or (custom or {}).get("company"),
+                    city,
+                    owner_id,
+                    set(),
+                    company_ref=company_id,
+                    tax_id=tax_id,
+                    details=_details(custom),
+                )
+            if kind is not None:
+                contact.points.add((kind, value))
         return found
 
     @staticmethod
@@ -554,15 +648,14 @@ class LeadPipeline:
         holders: dict[tuple[str, str], list[int]],
         contacts: dict[int, _Contact],
         batch_holders: dict[tuple[str, str], list[_Contact]],
+        named: dict[Block, list[int]] | None = None,
+        batch_blocks: dict[Block, list[_Contact]] | None = None,
     ) -> None:
         lead = plan.lead
         keys = [(p.kind, p.normalized) for p in plan.points]
-        shared = {
-            k
-            for k in keys
-            if self._is_generic(k)
-            or len(holders.get(k, [])) + len(batch_holders.get(k, [])) >= self.matching.shared_after
-        }
+        held = {k: len(holders.get(k, [])) + len(batch_holders.get(k, [])) for k in keys}
+        generic = {k for k in keys if self._is_generic(k)}
+        shared = generic | {k for k in keys if held[k] >= self.matching.shared_after}
         incoming = Incoming(
             lead.name,
             lead.company,
@@ -570,6 +663,7 @@ class LeadPipeline:
             plan.points,
             shared,
             plan.tax_id,
+            household={k for k in shared - generic if held[k] <= HOUSEHOLD},
             **_details(lead.custom),
         )
         candidates: list[_Contact] = []
@@ -578,6 +672,14 @@ class LeadPipeline:
                 if contacts[cid] not in candidates:
                     candidates.append(contacts[cid])
             for contact in batch_holders.get(k, []):
+                if contact not in candidates:
+                    candidates.append(contact)
+        for block in sorted(plan.blocks):
+            known = (named or {}).get(block, [])
+            batch = (batch_blocks or {}).get(block, [])
+            if len(known) + len(batch) > MAX_BLOCK:
+                continue  # a common name in a big city: it says too little to look at all
+            for contact in [*(contacts[cid] for cid in known), *batch]:
                 if contact not in candidates:
                     candidates.append(contact)
         best: tuple[_Contact, Score] | None = None
@@ -601,7 +703,15 @@ class LeadPipeline:
         if best is not None and best[1].value >= self.matching.review:
             plan.review = best
         plan.contact = _Contact(
-            None, lead.name, lead.company, lead.city, None, set(), lead=lead, tax_id=plan.tax_id
+            None,
+            lead.name,
+            lead.company,
+            lead.city,
+            None,
+            set(),
+            lead=lead,
+            tax_id=plan.tax_id,
+            details=_details(lead.custom),  # a later lead of the batch compares them too
         )
         plan.decision = "possible_duplicate" if plan.review else "new_contact"
 

@@ -38,7 +38,7 @@ from hub.store.models import (
 from hub.store.types import UTCDateTime
 
 RULE = "kept contact's filled fields win; the other's fill its blanks"
-FIELDS = ("name", "company_id", "owner_id", "city", "segment", "external_id")
+FIELDS = ("name", "name_key", "company_id", "owner_id", "city", "segment", "external_id")
 MOVED = {
     "deals": Deal.__table__,
     "tasks": Task.__table__,

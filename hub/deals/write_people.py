@@ -25,6 +25,7 @@ from hub.deals.batch import (
     points_t,
     ref,
 )
+from hub.domain.similarity import person_key
 from hub.store.models import ContactExternalId
 from hub.store.ops import allocate_ids
 
@@ -69,6 +70,7 @@ async def create_contacts(batch: Batch, run: list[ch.CreateContact]) -> None:
             {
                 "id": contact_id,
                 "name": change.name,
+                "name_key": person_key(change.name),  # the name block intake matches by
                 "owner_id": change.owner_id,
                 "city": change.city,
                 "segment": change.segment,
@@ -203,7 +205,9 @@ async def update_contacts(batch: Batch, run: list[ch.UpdateContact]) -> None:
             )
         if changed or removed:
             values = {**changed, "contact_id": contact_id}
-            updates.setdefault(tuple(sorted(changed)), []).append(values)
+            if "name" in changed:
+                values["name_key"] = person_key(changed["name"])  # the name block intake matches by
+            updates.setdefault(tuple(sorted(set(values) - {"contact_id"})), []).append(values)
         if changed or removed or change.add_points or ids_added:
             # An update that finds everything as it would leave it is no event: importing a
             # file twice leaves the store (and what plugins are told) as the first time.

@@ -1,13 +1,16 @@
 """Is this lead someone we know? A Fellegi–Sunter score from field comparisons.
 
-The lead and one candidate contact (found through the phone and email index, or a
-name block in a scan, never by scanning) are compared field by field
+The lead and one candidate contact (found through the phone and email index or a name
+block, :mod:`hub.domain.blocking`, never by scanning) are compared field by field
 (:func:`compare`): each field lands on a level (equal, close, different, missing).
 Each level has a match weight in bits from the match model
 (:mod:`hub.domain.weights`); the weights plus the model's prior are the log2 odds
 that the two are one person, turned into a probability. Disagreement weighs
 against: a different personal mobile or mailbox, first name, patronymic, birth
-date, gender, city. The reasons are the partial weights, strongest first:
+date, gender, city. Correlated evidence is weighed once: a shared office line or mailbox
+says nothing the same company does not, and a home or office line in common does not
+outweigh two different own mobiles (a couple, colleagues). The reasons are the partial
+weights, strongest first:
 ``same phone +22.6, last name equal +8.7, first name differs −4.9``.
 
 A company adds its own matcher through the ``hub_matchers`` hook; its evidence
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 
 from hub.domain.normalize import Point
 from hub.domain.similarity import (
@@ -29,6 +33,7 @@ from hub.domain.similarity import (
     company_similarity,
     parse_name,
     place_key,
+    swapped,
 )
 from hub.domain.weights import DEFAULT, LEVELS, MatchModel
 
@@ -55,6 +60,7 @@ GENERIC_MAILBOXES = frozenset(
         "noreply",
     ]
 )
+HOUSEHOLD = 3  # contacts on one point, at most, for it to be a household's, not an office's
 CLOSE = 85  # rapidfuzz fuzz.ratio (normalized Indel similarity, 0..100) for a typo
 
 
@@ -78,11 +84,14 @@ class Incoming:
     company: str | None
     city: str | None
     points: list[Point]
-    shared: set[tuple[str, str]] = field(default_factory=set)  # points many people use
+    shared: set[tuple[str, str]] = field(default_factory=set)  # points several people use
     tax_id: str | None = None
     birth_date: str | None = None  # ISO date
     address: str | None = None
     postcode: str | None = None
+    # Of the shared points, those only a few people use (up to HOUSEHOLD contacts): a home
+    # phone, a family mailbox. Among so few, the name tells who is who.
+    household: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -143,29 +152,51 @@ def _points(lead: Incoming, candidate: Candidate) -> list[Comparison]:
         if not mine or not theirs:
             continue
         common = mine & theirs
-        if common:
-            personal = sorted(n for n in common if (kind, n) not in lead.shared)
-            if personal:
-                out.append(Comparison(kind, "equal"))
-            else:
-                out.append(Comparison(kind, "shared", min(common)))
-            continue
+        personal = {n for n in common if (kind, n) not in lead.shared}
+        # Their own mobiles or mailboxes, where both have one the other lacks, say whether
+        # they are one person; a home or office line in common says where they live or
+        # work: a couple on one home phone, colleagues on one office line.
         if kind == "phone":
-            own = {n for n in mine if _mobile(n) and (kind, n) not in lead.shared}
-            if own and any(_mobile(n) for n in theirs):
+            own = {n for n in mine - common if _mobile(n) and (kind, n) not in lead.shared}
+            differ = bool(own) and any(_mobile(n) for n in theirs - common)
+            if any(_mobile(n) for n in personal):
+                out.append(Comparison(kind, "equal"))
+            elif personal and not differ:
+                # A landline is a home's or a desk's: family and colleagues answer it too.
+                out.append(Comparison(kind, "landline"))
+            elif differ:
                 out.append(Comparison(kind, "mobile_differs"))
+            elif common:
+                out.append(_shared(lead, kind, common))
             else:
                 out.append(Comparison(kind, "differs"))
         else:
-            own = {n for n in mine if (kind, n) not in lead.shared}
-            other = {n for n in theirs if n.split("@", 1)[0] not in GENERIC_MAILBOXES}
-            if own and other:
+            own = {n for n in mine - common if (kind, n) not in lead.shared}
+            other = {n for n in theirs - common if n.split("@", 1)[0] not in GENERIC_MAILBOXES}
+            if personal:
+                out.append(Comparison(kind, "equal"))
+            elif own and other:
                 out.append(Comparison(kind, "differs"))
+            elif common:
+                out.append(_shared(lead, kind, common))
     return out
 
 
+def _shared(lead: Incoming, kind: str, common: set[str]) -> Comparison:
+    few = sorted(n for n in common if (kind, n) in lead.household)
+    if few:
+        return Comparison(kind, "household", few[0])
+    return Comparison(kind, "shared", min(common))
+
+
 def _close(a: str, b: str) -> bool:
-    return min(len(a), len(b)) >= 4 and fuzz.ratio(a, b) >= CLOSE
+    """A typo: a high edit similarity, or in a word of five letters or more one letter
+    added, dropped, changed or two swapped (Indel counts a swap as two edits, too many
+    for a short surname)."""
+    shortest = min(len(a), len(b))
+    if shortest < 4:
+        return False
+    return fuzz.ratio(a, b) >= CLOSE or (shortest >= 5 and OSA.distance(a, b, score_cutoff=1) <= 1)
 
 
 def _first(a: PersonName, b: PersonName) -> Comparison | None:
@@ -193,7 +224,9 @@ def _last(a: PersonName, b: PersonName) -> Comparison | None:
         if a.last_gender and b.last_gender and a.last_gender != b.last_gender:
             return Comparison("last_name", "gender_differs")
         return Comparison("last_name", "equal", a.last)
-    return Comparison("last_name", "close" if _close(a.last, b.last) else "differs")
+    # A typo in the ending hides the surname's stem (Нестерниа): the words as written, too.
+    close = _close(a.last, b.last) or bool(a.surname and b.surname and _close(a.surname, b.surname))
+    return Comparison("last_name", "close" if close else "differs")
 
 
 def _patronymic(a: PersonName, b: PersonName) -> Comparison | None:
@@ -209,46 +242,38 @@ def _patronymic(a: PersonName, b: PersonName) -> Comparison | None:
     return None
 
 
+def _agreement(found: list[Comparison | None]) -> int:
+    return sum(1 for c in found if c is not None and c.level in ("equal", "close"))
+
+
 def _names(a: PersonName, b: PersonName) -> list[Comparison]:
     first, last = _first(a, b), _last(a, b)
-    if (
-        first is not None
-        and last is not None
-        and first.level == last.level == "differs"
-        and a.first
-        and b.first
-        and a.last
-        and b.last
-        and {a.first, a.last} == {b.first, b.last}
-    ):  # two unknown words in the other order: John Smith, Smith John
-        first = Comparison("first_name", "equal", a.first)
-        last = Comparison("last_name", "equal", a.last)
+    if (a.first not in FIRST_NAMES or b.first not in FIRST_NAMES) and _agreement([first, last]) < 2:
+        # A first name the list does not know leaves the word order a guess (Снежана
+        # Прохоренко, Прохоренко Снежана): the other order, if it agrees better.
+        other = swapped(b)
+        if other is not None:
+            turned = _first(a, other), _last(a, other)
+            if _agreement(list(turned)) > _agreement([first, last]):
+                b = other
+                first, last = turned
     out = [c for c in (first, last, _patronymic(a, b)) if c is not None]
     if not (a.first and b.first) and a.gender and b.gender:
         out.append(Comparison("gender", "equal" if a.gender == b.gender else "differs"))
     return out
 
 
-def same_full_name(a: PersonName | None, b: PersonName | None) -> bool:
-    """First name and surname both given and equal (the patronymic, if both have one, too)."""
-    if a is None or b is None or not (a.first and a.last and b.first and b.last):
-        return False
-    if a.patronymic and b.patronymic and a.patronymic != b.patronymic:
-        return False
-    return a.first == b.first and a.last == b.last and a.last_gender == b.last_gender
-
-
-def _company(lead: Incoming, candidate: Candidate, full_name: bool) -> Comparison | None:
+def _company(lead: Incoming, candidate: Candidate) -> Comparison | None:
+    # No extra weight for the same full name at one company: namesakes work together in
+    # big companies, and only a personal phone, mailbox, birth date or patronymic tells
+    # them apart.
     if lead.tax_id and candidate.tax_id:
-        if lead.tax_id != candidate.tax_id:
-            return Comparison("company", "tax_differs")
-        return Comparison("company", "tax_name" if full_name else "tax_equal")
+        same = lead.tax_id == candidate.tax_id
+        return Comparison("company", "tax_equal" if same else "tax_differs")
     similarity = company_similarity(lead.company, candidate.company)
     if similarity is None:
         return None
-    if similarity >= 0.9:
-        return Comparison("company", "name_equal" if full_name else "equal")
-    return Comparison("company", "differs")
+    return Comparison("company", "equal" if similarity >= 0.9 else "differs")
 
 
 def _dates(a: str, b: str) -> str:
@@ -284,9 +309,13 @@ def compare(lead: Incoming, candidate: Candidate) -> list[Comparison]:
     b = parse_name(candidate.name) if candidate.name else None
     if a is not None and b is not None:
         out += _names(a, b)
-    company = _company(lead, candidate, same_full_name(a, b))
+    company = _company(lead, candidate)
     if company is not None:
         out.append(company)
+        if company.level in ("equal", "tax_equal"):
+            # Colleagues share the office line and mailbox: with the company known to be
+            # the same, they say nothing more (the two are not independent evidence).
+            out = [c for c in out if c.level not in ("shared", "household")]
     if lead.city and candidate.city:
         x, y = place_key(lead.city), place_key(candidate.city)
         if x == y or _close(x, y):
@@ -335,7 +364,7 @@ def weigh(comparisons: list[Comparison], model: MatchModel) -> list[tuple[float,
     for c in comparisons:
         bits, note = model.weight(c.field, c.level, c.value)
         label = LEVELS[c.field][c.level][0]
-        if c.level == "shared" and c.value:
+        if c.level in ("shared", "household") and c.value:
             label = f"{label} {c.value}"
         out.append((bits, f"{label} ({note})" if note else label))
     return out

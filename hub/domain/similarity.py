@@ -8,7 +8,7 @@ company names without legal forms and quotes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -187,6 +187,7 @@ class PersonName:
     first_initial: str | None = None
     patronymic_initial: str | None = None
     gender: str | None = None  # m | f, from the first name, patronymic or surname
+    surname: str | None = None  # the surname as written, in Latin (a typo may hide its ending)
 
 
 def _surname(word: str) -> tuple[str, str | None]:
@@ -253,6 +254,7 @@ def parse_name(name: str) -> PersonName | None:
         first_initial=first_initial,
         patronymic_initial=patronymic_initial,
         gender=gender or last_gender,
+        surname=last,
     )
 
 
@@ -261,3 +263,48 @@ def place_key(text: str) -> str:
     """A city or an address in Latin letters without punctuation: Самара = Samara."""
     words = [w for w in _WORD.split(text.lower().replace("ё", "е")) if w]
     return " ".join(_latin(w) for w in words)
+
+
+_VOWELS = frozenset("aeiouy")
+
+
+def skeleton(word: str) -> str:
+    """The first letter and the consonants, doubles once: spelling variants of one
+    transliteration meet (vasilev, vasiliev → vslv; aleksei, aleksey → alks)."""
+    out = word[:1]
+    for ch in word[1:]:
+        if ch not in _VOWELS and ch.isalpha() and ch != out[-1]:
+            out += ch
+    return out
+
+
+@lru_cache(maxsize=65536)
+def person_key(name: str | None) -> str | None:
+    """A person's name as a key: surname stem and first name skeletons, in any order and
+    alphabet, diminutives expanded, the surname's gender left out (``Васильева Маша`` and
+    ``Maria Vasilieva`` are ``vslv|mr``); the initial for a first name given as one
+    (``Васильева М.``: ``vslv|m``). None without a surname and a first name or initial."""
+    parsed = parse_name(name) if name else None
+    if parsed is None or not parsed.last:
+        return None
+    if parsed.first:
+        return f"{skeleton(parsed.last)}|{skeleton(parsed.first)}"[:120]
+    if parsed.first_initial:
+        return f"{skeleton(parsed.last)}|{parsed.first_initial[:1]}"[:120]
+    return None
+
+
+def swapped(name: PersonName) -> PersonName | None:
+    """The name with first name and surname exchanged, for a name whose word order was a
+    guess; None without both."""
+    if not name.first or not name.surname:
+        return None
+    stem, gender = _surname(name.first)
+    return replace(
+        name,
+        first=name.surname,
+        last=stem,
+        last_gender=gender,
+        surname=name.first,
+        gender=name.gender if name.first in FIRST_NAMES else gender,
+    )

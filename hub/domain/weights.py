@@ -27,12 +27,17 @@ FORMAT = 1  # the model file's format version
 LEVELS: dict[str, dict[str, tuple[str, float, float]]] = {
     "phone": {
         "equal": ("same phone", 0.85, 1e-7),
+        "landline": ("same landline", 0.25, 1e-5),
+        # A point held by a few contacts: u is the chance two random contacts are in one
+        # household (or the few records of one person), far below an office line's.
+        "household": ("shared home phone", 0.04, 2e-6),
         "shared": ("shared phone", 0.06, 0.004),
         "mobile_differs": ("different mobile", 0.03, 0.9),
         "differs": ("different phone", 0.06, 0.096),
     },
     "email": {
         "equal": ("same email", 0.85, 1e-7),
+        "household": ("shared family email", 0.02, 1e-6),
         "shared": ("shared email", 0.05, 0.002),
         "differs": ("different personal email", 0.15, 0.998),
     },
@@ -60,10 +65,8 @@ LEVELS: dict[str, dict[str, tuple[str, float, float]]] = {
         "differs": ("different gender", 0.01, 0.5),
     },
     "company": {
-        "tax_name": ("same full name, same tax id", 0.2, 0.0005),
         "tax_equal": ("same tax id", 0.25, 0.005),
         "tax_differs": ("different tax id", 0.03, 0.3),
-        "name_equal": ("same full name at the same company", 0.2, 0.001),
         "equal": ("same company", 0.3, 0.01),
         "differs": ("different company", 0.1, 0.5),
     },

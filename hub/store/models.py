@@ -93,6 +93,9 @@ class Contact(Base):
     custom: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Surname stem and first name in Latin (hub.domain.similarity.person_key): intake finds a
+    # returning client with a new phone and mailbox by it.
+    name_key: Mapped[str | None] = mapped_column(String(120), index=True)
 
 
 class ContactPoint(Base):

@@ -1,0 +1,128 @@
+"""Name blocks: which known contacts a lead is compared with besides those sharing a phone
+or an email.
+
+A returning client with a new phone and a new mailbox is found by the name together with
+one more thing known about them. The name is its key (:func:`name_key`): the surname's
+consonant skeleton and the first name's, across alphabets, diminutives and the surname's
+gender (``Васильева Маша`` and ``Maria Vasilieva`` are ``vslv|mr``), or the first name's
+initial alone (``Васильева М.``: ``vslv|m``). A block is a name with
+
+- the birth date or the address, where an initial is enough (``Ершов Т.``, born
+  2002-06-17, meets ``Ершов Тимур Алексеевич`` born that day);
+- the company or the city, where both must give the first name in full: a surname and an
+  initial at one big company say too little.
+
+Intake reads the contacts of the lead's name keys through the ``contacts.name_key`` index
+(:func:`lookups`) and keeps those sharing a block; the scan groups all contacts by block.
+A block held by more than ``MAX_BLOCK`` contacts (a common name in a big city) finds
+nobody: it says too little. A first name the name list does not know leaves the word
+order a guess, so such a name has the blocks and look-ups of both orders.
+"""
+
+from __future__ import annotations
+
+from hub.domain.similarity import (
+    FIRST_NAMES,
+    company_key,
+    parse_name,
+    person_key,
+    place_key,
+    skeleton,
+    swapped,
+)
+
+MAX_BLOCK = 20
+Block = tuple[str, str]  # (surname and first name or initial, "born 1980-01-02" | ...)
+
+
+def name_key(name: str | None) -> str | None:
+    """What ``contacts.name_key`` holds: ``surname|first name`` skeletons, or
+    ``surname|initial``; None without a surname and a first name or initial."""
+    return person_key(name)
+
+
+def _orders(name: str | None) -> list[tuple[str, str, bool]]:
+    """(surname skeleton, first-name skeleton or initial, whether the first is whole) for
+    the name as parsed and, for a first name the list does not know, the other order."""
+    parsed = parse_name(name) if name else None
+    if parsed is None or not parsed.last:
+        return []
+    out = []
+    if parsed.first:
+        out.append((skeleton(parsed.last), skeleton(parsed.first), True))
+        if parsed.first not in FIRST_NAMES and (other := swapped(parsed)) is not None:
+            assert other.first and other.last
+            out.append((skeleton(other.last), skeleton(other.first), True))
+    elif parsed.first_initial:
+        out.append((skeleton(parsed.last), parsed.first_initial[:1], False))
+    return out
+
+
+def lookups(name: str | None) -> list[tuple[str, str]]:
+    """Ranges of ``contacts.name_key`` (from, to, both included) holding the contacts that
+    may share a block with this name: the same name, its initial, and for an initial every
+    first name it begins."""
+    out = []
+    for last, first, whole in _orders(name):
+        if whole:
+            out.append((f"{last}|{first}", f"{last}|{first}"))
+            out.append((f"{last}|{first[0]}", f"{last}|{first[0]}"))
+        else:
+            out.append((f"{last}|{first}", f"{last}|{first}\uffff"))
+    return sorted(set(out))
+
+
+def name_blocks(
+    name: str | None,
+    *,
+    birth_date: str | None = None,
+    company: str | None = None,
+    city: str | None = None,
+    address: str | None = None,
+) -> set[Block]:
+    """The blocks of a person's record; none without a surname and a first name or initial."""
+    out: set[Block] = set()
+    for last, first, whole in _orders(name):
+        out |= _blocks(last, first, whole, birth_date, company, city, address)
+    return out
+
+
+def key_blocks(
+    key: str,
+    *,
+    birth_date: str | None = None,
+    company: str | None = None,
+    city: str | None = None,
+    address: str | None = None,
+) -> set[Block]:
+    """The blocks of a stored contact, from its ``name_key`` (the name is not parsed
+    again: intake reads a few hundred of these per lead)."""
+    last, _, first = key.partition("|")
+    if not last or not first:
+        return set()
+    return _blocks(last, first, len(first) > 1, birth_date, company, city, address)
+
+
+def _blocks(
+    last: str,
+    first: str,
+    whole: bool,
+    birth_date: str | None,
+    company: str | None,
+    city: str | None,
+    address: str | None,
+) -> set[Block]:
+    out: set[Block] = set()
+    initial = f"{last}|{first[0]}"
+    if birth_date:
+        out.add((initial, f"born {birth_date.strip()}"))
+    if address and (found := place_key(address)):
+        out.add((initial, f"address {found}"))
+    if not whole:
+        return out
+    full = f"{last}|{first}"
+    if company and (found := company_key(company)):
+        out.add((full, f"company {found}"))
+    if city and (found := place_key(city)):
+        out.add((full, f"city {found}"))
+    return out
