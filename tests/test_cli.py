@@ -152,6 +152,7 @@ def test_review_merge_and_unmerge_from_the_command_line(config, tmp_path):
     scanned = runner.invoke(main, [*base, "dedupe", "scan", "--out", str(out)])
     assert scanned.exit_code == 0, scanned.output
     assert "compared 1 pairs" in scanned.output
+    assert "no company held twice" in scanned.output
     merged = runner.invoke(main, [*base, "contacts", "merge", "1", "2"])
     assert merged.exit_code == 0, merged.output
     assert "undo: hub contacts unmerge 1" in merged.output

@@ -167,3 +167,7 @@ def test_hub_companies_duplicates_names_both_records_and_how_to_merge(tmp_path):
     assert "hub companies merge KEEP OTHER" in result.output
     keep_row = next(line for line in result.output.splitlines() if "same tax id" in line)
     assert keep_row.split()[0] == "2"  # the record in use (a contact, a deal) is kept
+    scanned = CliRunner().invoke(main, ["--config", str(config), "dedupe", "scan"])
+    assert scanned.exit_code == 0, scanned.output
+    assert "1 companies held twice" in scanned.output  # the scan proposes firms as well as people
+    assert f"same tax id {SBER}" in scanned.output

@@ -36,21 +36,25 @@ def dedupe() -> None:
 @click.pass_context
 def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
     """Compare contacts sharing a phone, email, name key, birth date or address; list likely
-    duplicates for review, linked into clusters."""
+    duplicates for review, linked into clusters; and companies held twice (the same tax id,
+    or the same name with a phone or email their contacts share)."""
     import time
 
+    from hub.company_duplicates import company_twins
     from hub.dedupe import save_for_review, scan, write_csv
 
     settings = _settings(ctx)
     started = time.perf_counter()
 
-    async def go() -> tuple[list[Any], int]:
+    async def go() -> tuple[list[Any], int, list[Any]]:
         async with offline_hub(settings) as hub:
             pairs, compared = await scan(hub.store, settings, hub.matchers())
             await save_for_review(hub.deals, pairs, Actor("cli", "dedupe scan"))
-            return pairs, compared
+            async with hub.store.read() as conn:
+                firms = await company_twins(conn)
+            return pairs, compared, firms
 
-    pairs, compared = _run(go())
+    pairs, compared, firms = _run(go())
     if out is not None:
         write_csv(pairs, out)
     likely = sum(1 for p in pairs if p.score >= settings.matching.join)
@@ -70,6 +74,14 @@ def dedupe_scan(ctx: click.Context, out: Path | None) -> None:
         f"({sum(len(c) for c in clusters.values())} contacts); "
         f"{apart} strong pairs kept apart: a record of one side differs from the other"
     )
+    if firms:
+        click.echo(f"{len(firms)} companies held twice (merge: hub companies merge KEEP OTHER):")
+        _table(
+            ["keep", "name", "merge in", "name", "why"],
+            [[t.keep, t.keep_name, t.other, t.other_name, t.describe()] for t in firms],
+        )
+    else:
+        click.echo("no company held twice")
 
 
 @dedupe.command("train")
