@@ -15,7 +15,9 @@ bulk run. A letter is filed as it would be alone, in the order the letters came:
    the contact's fields, which campaigns read) and is skipped too.
 2. *A reply*: In-Reply-To or References naming a letter the hub has seen (a stored
    letter filed on a deal) or sent (``deal-mail:<id>`` in the outbox) files it on that
-   deal as an ``email`` activity, and its owner is told.
+   deal as an ``email`` activity, and its owner is told. A letter answering another of
+   the same batch waits for it: the answered letter is filed first, and the answer goes
+   to the deal it made.
 3. *A request*: the sender is matched as any lead, with the forms' policy on repeats: a
    known contact's letter goes to their open deal (an activity and a task for the owner),
    a new sender becomes a contact and a deal in the mailbox's pipeline, source "Email".
@@ -106,10 +108,16 @@ class MailFiling:
         )
         recent: dict[str, list[datetime]] = {}  # the loop guard's counts, kept if filed
         replies: list[tuple[_Letter, int, int | None, str]] = []
-        for letter in waiting:
+        answers = _answered_in_batch(waiting, threads)  # id(reply) -> the letter it answers
+        needed = {id(answered) for answered in answers.values()}
+        filed: dict[int, tuple[int, int | None]] = {}  # id(letter) -> its deal and contact
+        for letter in _answered_first(waiting, answers):
             thread = threads.get(id(letter))
+            if thread is None and id(letter) in answers:
+                thread = filed.get(id(answers[id(letter)]))
             if thread is not None:
                 replies.append((letter, *thread, "reply"))
+                filed[id(letter)] = thread
                 continue
             assert letter.sender is not None and letter.mail is not None
             looping = self._past_limit(first.now, letter.sender, counts, recent)
@@ -117,8 +125,18 @@ class MailFiling:
                 last = await self._last_deal(letter.event, letter.sender)
                 if last is not None:
                     replies.append((letter, *last, "loop_guard"))
+                    filed[id(letter)] = last
                     continue
-            letter.outcome = self._lead(letter, looping)
+            lead = self._lead(letter, looping)
+            if id(letter) not in needed:
+                letter.outcome = lead
+                continue
+            # A later letter of this batch answers this one: file it now, not in the bulk
+            # run after the batch, so the answer knows the deal it belongs to.
+            decision = await letter.event.lead(lead.lead)
+            letter.outcome = {**lead.result, **decision}
+            if decision.get("deal_id"):
+                filed[id(letter)] = (decision["deal_id"], decision.get("contact_id"))
         if replies:
             changes += await self._replies(first, replies)
         if changes:
@@ -427,6 +445,44 @@ class _Letter:
     record: dict[str, Any] | None = None  # what its activity keeps
     bounced: bool = False
     outcome: Outcome | BaseException | None = None
+
+
+def _answered_in_batch(
+    letters: Sequence[_Letter], threads: dict[int, tuple[int, int | None]]
+) -> dict[int, _Letter]:
+    """For each letter answering another of ``letters`` (and no thread the store knows),
+    by ``id()``: the letter it answers, the nearest reference first."""
+    by_message_id = {x.mail.message_id: x for x in letters if x.mail and x.mail.message_id}
+    answers: dict[int, _Letter] = {}
+    for letter in letters:
+        if id(letter) in threads or letter.mail is None:
+            continue
+        for ref in (*letter.mail.in_reply_to, *reversed(letter.mail.references)):
+            answered = by_message_id.get(ref)
+            if answered is not None and answered is not letter:
+                answers[id(letter)] = answered
+                break
+    return answers
+
+
+def _answered_first(letters: Sequence[_Letter], answers: dict[int, _Letter]) -> list[_Letter]:
+    """``letters`` in their order, except that a letter comes after the one it answers
+    (a thread of several replies in one batch, whatever order they came in)."""
+    ordered: list[_Letter] = []
+    placed: set[int] = set()
+
+    def place(letter: _Letter, path: set[int]) -> None:
+        if id(letter) in placed or id(letter) in path:  # a loop of references: as it came
+            return
+        answered = answers.get(id(letter))
+        if answered is not None:
+            place(answered, path | {id(letter)})
+        placed.add(id(letter))
+        ordered.append(letter)
+
+    for letter in letters:
+        place(letter, set())
+    return ordered
 
 
 def _inbox_key(message_id: str, now: datetime) -> str:

@@ -10,7 +10,7 @@ from email.utils import make_msgid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.context import Hub
 from hub.deals import Refusal
@@ -18,7 +18,7 @@ from hub.deals.changes import LogActivity
 from hub.hookspecs import hookimpl
 from hub.intake import Worker
 from hub.leads import LeadPipeline
-from hub.store.models import Activity, InboxEvent
+from hub.store.models import Activity, Deal, InboxEvent
 from plugins.email_inbound.channel import EmailInbound
 from plugins.email_inbound.mailbox import Seen
 from tests.conftest import make_hub, make_settings
@@ -178,3 +178,29 @@ async def test_a_letter_whose_stored_file_is_gone_fails_alone(hub):
 
     assert handled == 3
     assert [r.status for r in await results(hub)] == ["done", "pending", "done"]
+
+
+async def test_a_reply_in_the_same_batch_as_the_letter_it_answers_goes_to_that_letters_deal(hub):
+    request, request_id = letter(1)
+    # a colleague answers in the thread from another address before the hub has filed the
+    # first letter: both arrive in one batch, the reply first
+    colleague = EmailMessage()
+    colleague["From"] = "Коллега <boss@firm1.ru>"
+    colleague["To"] = "sales@example.com"
+    colleague["Subject"] = "Re: Заявка №1"
+    colleague["Message-ID"] = make_msgid(idstring="c1", domain="firm1.ru")
+    colleague["In-Reply-To"] = request_id
+    colleague["References"] = request_id
+    colleague.set_content("Добавлю: нужна ещё доставка.\n")
+    await keep(hub, [bytes(colleague), request])
+
+    handled, _ = await file_one_batch(hub)
+
+    assert handled == 2
+    reply, lead = await results(hub)
+    assert lead.result["filed"] == "lead" and lead.result["decision"] == "new_contact"
+    assert reply.result["filed"] == "reply"
+    assert reply.result["deal_id"] == lead.result["deal_id"]
+    assert await activities_on(hub, lead.result["deal_id"]) == ["Заявка №1", "Re: Заявка №1"]
+    async with hub.store.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Deal))).scalar() == 1
