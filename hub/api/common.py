@@ -17,28 +17,25 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Select, delete, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.context import Hub
 from hub.deals import Actor, Change, NotFound, Refused
-from hub.store.models import ApiRequest, User
-from hub.store.types import utcnow
+from hub.store.models import User
+from hub.store.requests import MAX_KEY, Answer, KeyReused, answered, remember
 
 HUB_KEY = web.AppKey("hub", Hub)
 OPENAPI_PATH = "/api/v1/openapi.json"
 MAX_ID = 2**63 - 1  # the store's ids are BIGINT on PostgreSQL
-KEEP_KEYS = timedelta(hours=48)  # idempotency keys are honoured at least 24 h
-
-requests_t = ApiRequest.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,24 +294,16 @@ async def write(
     hub = request.app[HUB_KEY]
     who = request[PRINCIPAL]
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 200:
-        raise Problem(400, "Idempotency-Key must be 1 to 200 characters")
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise Problem(400, f"Idempotency-Key must be 1 to {MAX_KEY} characters")
     fingerprint = hashlib.sha256(
         b"\n".join([request.method.encode(), request.path_qs.encode(), await request.read()])
     ).hexdigest()
     try:
         async with hub.store.write() as conn:
             if key is not None:
-                seen = (
-                    await conn.execute(
-                        select(
-                            requests_t.c.fingerprint, requests_t.c.status, requests_t.c.body
-                        ).where(requests_t.c.principal == who.name, requests_t.c.key == key)
-                    )
-                ).first()
+                seen = await answered(conn, who.name, key, fingerprint)
                 if seen is not None:
-                    if seen.fingerprint != fingerprint:
-                        raise Problem(422, "this Idempotency-Key was used for another request")
                     return web.Response(
                         body=seen.body.encode(),
                         status=seen.status,
@@ -325,20 +314,9 @@ async def write(
             status, data = await respond(conn)
             encoded = orjson.dumps(data, default=_default)
             if key is not None:
-                now = utcnow()
-                await conn.execute(
-                    delete(requests_t).where(requests_t.c.created_at < now - KEEP_KEYS)
-                )
-                await conn.execute(
-                    insert(requests_t).values(
-                        principal=who.name,
-                        key=key,
-                        fingerprint=fingerprint,
-                        status=status,
-                        body=encoded.decode(),
-                        created_at=now,
-                    )
-                )
+                await remember(conn, who.name, key, fingerprint, Answer(status, encoded.decode()))
+    except KeyReused:
+        return problem(422, "this Idempotency-Key was used for another request")
     except NotFound as missing:
         return problem(404, str(missing))
     except Refused as refused:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import sys
 from typing import Any
 
 import click
+import orjson
 from sqlalchemy import func, select
 
 from hub.commands.common import (
@@ -356,6 +359,16 @@ LETTER = "email"
 _FIELDS = {"subject": "--subject", "text": "--text", "to": "--to"}
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Queued:
+    """A letter in the outbox: where to, its Message-ID, the outbox row's key."""
+
+    to: str
+    message_id: str
+    key: str
+    again: bool = False  # queued by an earlier run with the same --key
+
+
 class _NoMailer(Exception):
     """No enabled plugin sends letters from deals."""
 
@@ -381,6 +394,12 @@ class _NoMailer(Exception):
     metavar="SECONDS",
     help="Wait this long for the running daemon to send it, and say how it went.",
 )
+@click.option(
+    "--key",
+    default=None,
+    metavar="KEY",
+    help="Send once per KEY: run again with it (a script's retry), the letter is not sent again.",
+)
 @as_option
 @click.pass_context
 def deals_email(
@@ -391,6 +410,7 @@ def deals_email(
     text_file: Any,
     to: str | None,
     wait: float | None,
+    key: str | None,
     as_user: str | None,
 ) -> None:
     """Write to deal DEAL_ID's contact, as POST /api/v1/deals/{id}/emails does.
@@ -401,10 +421,13 @@ def deals_email(
     review, never repeated). Exits 1 for a deal that does not exist (or, with --as a
     manager, is not theirs), a contact without an email and no --to, or when sending mail
     is not configured; with --wait, also when the letter failed or is not sent in time.
+    With --key, a second run with the same key and letter says it was queued already and
+    sends nothing (as the API's Idempotency-Key; the same key with another letter exits 1).
     """
     from pydantic import ValidationError
 
     from hub.deals import NotFound, Refused
+    from hub.store.requests import MAX_KEY, Answer, KeyReused, answered, remember
 
     if text is not None and text_file is not None:
         raise click.UsageError("give the text once: --text or --text-file")
@@ -429,12 +452,32 @@ def deals_email(
             viewer = actor.user_id if actor.limited_to_own else None
             async with hub.store.read() as conn:
                 letter = await mailers[0].draft(conn, deal_id, fields, viewer)
-            await hub.deals.apply(letter.changes, actor)
-            outcome = await _outcome(hub.store, letter.key, wait) if wait is not None else None
-            return letter, outcome
+            queued = _Queued(letter.to, letter.message_id, letter.key)
+            principal = f"cli:{actor.name}"
+            async with hub.store.write() as conn:
+                seen = await answered(conn, principal, key, fingerprint) if key else None
+                if seen is not None:
+                    queued = _Queued(**orjson.loads(seen.body), again=True)
+                else:
+                    await hub.deals.apply_in(conn, letter.changes, actor)
+                    if key:
+                        body = orjson.dumps(
+                            {"to": queued.to, "message_id": queued.message_id, "key": queued.key}
+                        )
+                        await remember(conn, principal, key, fingerprint, Answer(0, body.decode()))
+            outcome = await _outcome(hub.store, queued.key, wait) if wait is not None else None
+            return queued, outcome
 
+    if key is not None and not 0 < len(key) <= MAX_KEY:
+        raise click.BadParameter(f"1 to {MAX_KEY} characters", param_hint="--key")
+    fingerprint = hashlib.sha256(
+        orjson.dumps({"deal": deal_id, **fields, "as": as_user}, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
     try:
         letter, outcome = _run(go())
+    except KeyReused:
+        click.echo(f"--key {key} was used for another letter; nothing sent", err=True)
+        sys.exit(1)
     except ValidationError as error:
         problem = error.errors()[0]
         where = str(problem["loc"][0]) if problem["loc"] else ""
@@ -460,7 +503,8 @@ def deals_email(
             err=True,
         )
         sys.exit(1)
-    click.echo(f"deal {deal_id}: letter to {letter.to} queued, Message-ID <{letter.message_id}>")
+    queued = "already queued (--key)" if letter.again else "queued"
+    click.echo(f"deal {deal_id}: letter to {letter.to} {queued}, Message-ID <{letter.message_id}>")
     if outcome is None:
         click.echo("the running daemon sends it (`hub notifications list` shows how it went)")
         return

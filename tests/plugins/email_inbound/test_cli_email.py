@@ -312,3 +312,27 @@ def test_hub_deals_email_takes_the_text_once(config, tmp_path):
 
     assert result.exit_code == 2
     assert "--text or --text-file" in result.output
+
+
+def test_hub_deals_email_with_a_key_run_twice_queues_one_letter(config, smtp):
+    _, received = smtp
+    deal_id = _deal(config)
+    letter = [str(deal_id), "--subject", "Счёт", "--text", "Счёт во вложении.", "--key", "inv-7"]
+
+    first = _email(config, *letter)
+    again = _email(config, *letter)  # a script retrying after a timeout
+
+    assert first.exit_code == 0, first.output
+    assert again.exit_code == 0, again.output
+    [queued] = _letters(_store(config))
+    assert f"queued, Message-ID <{queued['message_id']}>" in first.output
+    assert f"already queued (--key), Message-ID <{queued['message_id']}>" in again.output
+    assert len(_deal_mail(_store(config))) == 1
+
+    other = _email(config, str(deal_id), "--subject", "Акт", "--text", "Акт.", "--key", "inv-7")
+    assert other.exit_code == 1
+    assert "--key inv-7 was used for another letter; nothing sent" in other.output
+    assert len(_letters(_store(config))) == 1
+
+    _run_daemon(config, lambda hub: asyncio.sleep(0.5, bool(received.received)))
+    assert len(received.received) == 1
