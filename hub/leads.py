@@ -27,7 +27,9 @@ batch matches against itself, and on PostgreSQL each point is locked
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,7 +62,7 @@ from hub.deals.changes import (
     split_external_id,
 )
 from hub.domain.assignment import Assigner, Request
-from hub.domain.blocking import MAX_BLOCK, Block, key_blocks, lookups, name_blocks
+from hub.domain.blocking import KINDS, MAX_BLOCK, Block, key_blocks, lookups, name_blocks
 from hub.domain.lead import Lead
 from hub.domain.matching import (
     BUILTIN,
@@ -80,8 +82,9 @@ from hub.domain.normalize import (
     normalize_tax_id,
     phone_point,
 )
+from hub.domain.person_ids import normalize_personal_tax_id, normalize_snils
 from hub.domain.similarity import company_key
-from hub.domain.weights import load_model, model_path
+from hub.domain.weights import MatchModel, load_model, model_path
 from hub.store.models import (
     Company,
     Contact,
@@ -145,7 +148,10 @@ class _Contact:
     company_ref: CompanyRef | None = None
     tax_id: str | None = None
     create: CreateContact | None = None
-    details: dict[str, str] = field(default_factory=dict)  # birth date, address, postcode
+    details: dict[str, str] = field(default_factory=dict)  # birth date, address, state numbers
+    # (system, id) of the contact's ids in source systems; read only for a batch whose leads
+    # carry an id of a named system (nothing else compares them).
+    external_ids: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def ref(self) -> ContactRef:
@@ -196,7 +202,9 @@ class LeadPipeline:
         self.matching: MatchingSection = settings.matching
         self.reserve = reserve
         self.matchers: list[Matcher] = [*BUILTIN, *matchers]
-        self.model = load_model(model_path(settings))
+        self._model_path = model_path(settings)
+        self._model = load_model(self._model_path)
+        self._model_checked = time.monotonic()
         self._dotless = frozenset(d.lower() for d in self.matching.dotless_domains)
         self._plus = frozenset(d.lower() for d in self.matching.plus_tag_domains)
         self._generic = {m.lower() for m in self.matching.generic_mailboxes}
@@ -208,6 +216,17 @@ class LeadPipeline:
                 continue
 
     # -- one lead -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> MatchModel:
+        """The match model, read again when ``hub dedupe train`` has written a new one, so a
+        running hub matches with it without a restart (the file is looked at once a second,
+        and re-read only when it changed)."""
+        now = time.monotonic()
+        if now - self._model_checked >= 1.0:
+            self._model = load_model(self._model_path)
+            self._model_checked = now
+        return self._model
 
     def plan(self, inbox_id: int, lead: Lead, received_at: datetime) -> _Plan:
         """Normalize and place one lead; raises :class:`LeadRejected` for a lead it cannot place."""
@@ -250,6 +269,8 @@ class LeadPipeline:
             company=lead.company,
             city=lead.city,
             address=details.get("address"),
+            personal_tax_id=details.get("personal_tax_id"),
+            snils=details.get("snils"),
         )
         return plan
 
@@ -293,7 +314,14 @@ class LeadPipeline:
             for cid in named.get(block, ())
         }
         by_external = await self._by_external_id(conn, plans)
-        contacts = await self._contacts(conn, ids | set(by_external.values()))
+        # A lead's id of a named system not known here is still compared with the ids the
+        # candidates have in that system (another id there weighs against).
+        systems = any(
+            split_external_id(p.lead.external_id)[0]
+            for p in plans
+            if p.lead.external_id and p.lead.external_id not in by_external
+        )
+        contacts = await self._contacts(conn, ids | set(by_external.values()), systems)
         batch_holders: dict[tuple[str, str], list[_Contact]] = {}
         batch_blocks: dict[Block, list[_Contact]] = {}
         reviews: list[_Plan] = []
@@ -539,10 +567,13 @@ class LeadPipeline:
         "company", "city"); the others are not read."""
         if not spans:
             return {}
-        kinds = {"born", "address", "company", "city"} if kinds is None else kinds
+        kinds = set(KINDS) if kinds is None else kinds
+        custom = contacts_t.c.custom
         columns = [contacts_t.c.id, contacts_t.c.name_key]
-        columns.append(contacts_t.c.custom["birth_date"].as_string() if "born" in kinds else null())
-        columns.append(contacts_t.c.custom["address"].as_string() if "address" in kinds else null())
+        columns.append(custom["birth_date"].as_string() if "born" in kinds else null())
+        columns.append(custom["address"].as_string() if "address" in kinds else null())
+        columns.append(custom["personal_tax_id"].as_string() if "inn" in kinds else null())
+        columns.append(custom["snils"].as_string() if "snils" in kinds else null())
         columns.append(contacts_t.c.city if "city" in kinds else null())
         if "company" in kinds:
             company = contacts_t.c.custom["company"].as_string()
@@ -564,17 +595,29 @@ class LeadPipeline:
         if "company" in kinds:
             query = query.outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
         found: dict[Block, list[int]] = {}
-        for cid, key, born, lives, city, works in await conn.execute(
+        for cid, key, born, lives, inn, snils, city, works in await conn.execute(
             query.limit(NAME_ROWS * len(spans))
         ):
-            for block in key_blocks(key, birth_date=born, company=works, city=city, address=lives):
+            for block in key_blocks(
+                key,
+                birth_date=born,
+                company=works,
+                city=city,
+                address=lives,
+                personal_tax_id=inn,
+                snils=snils,
+            ):
                 holders = found.setdefault(block, [])
                 if cid not in holders:
                     holders.append(cid)
         return found
 
     @staticmethod
-    async def _contacts(conn: AsyncConnection, ids: set[int]) -> dict[int, _Contact]:
+    async def _contacts(
+        conn: AsyncConnection, ids: set[int], external_ids: bool = False
+    ) -> dict[int, _Contact]:
+        """The contacts with their points; with ``external_ids`` their ids in source
+        systems, too (one more statement, so only for a batch that compares them)."""
         if not ids:
             return {}
         found: dict[int, _Contact] = {}
@@ -613,6 +656,13 @@ class LeadPipeline:
                 )
             if kind is not None:
                 contact.points.add((kind, value))
+        if external_ids:
+            for cid, system, value in await conn.execute(
+                select(ids_t.c.contact_id, ids_t.c.system, ids_t.c.external_id).where(
+                    ids_t.c.contact_id.in_(sorted(found))
+                )
+            ):
+                found[cid].external_ids.add((system, value))
         return found
 
     @staticmethod
@@ -664,6 +714,7 @@ class LeadPipeline:
             shared,
             plan.tax_id,
             household={k for k in shared - generic if held[k] <= HOUSEHOLD},
+            external_ids=_external_ids(lead),
             **_details(lead.custom),
         )
         candidates: list[_Contact] = []
@@ -692,6 +743,7 @@ class LeadPipeline:
                 contact.owner_id,
                 contact.points,
                 contact.tax_id,
+                external_ids=contact.external_ids,
                 **contact.details,
             )
             result = score(incoming, candidate, self.matchers, self.model)
@@ -712,6 +764,7 @@ class LeadPipeline:
             lead=lead,
             tax_id=plan.tax_id,
             details=_details(lead.custom),  # a later lead of the batch compares them too
+            external_ids=_external_ids(lead),
         )
         plan.decision = "possible_duplicate" if plan.review else "new_contact"
 
@@ -976,13 +1029,30 @@ class LeadPipeline:
         )
 
 
+PERSON_IDS: dict[str, Callable[[str], str]] = {
+    "personal_tax_id": normalize_personal_tax_id,
+    "snils": normalize_snils,
+}
+
+
 def _details(custom: dict[str, Any] | None) -> dict[str, str]:
-    """The identifying custom fields matching compares (an import keeps them there)."""
-    return {
-        key: str(custom[key])
-        for key in ("birth_date", "address", "postcode")
-        if custom and custom.get(key)
+    """The identifying custom fields matching compares (an import keeps them there). A
+    state number is kept as digits and only when its check digits hold: a form's
+    mistyped СНИЛС is no evidence, and would be evidence against the right person."""
+    if not custom:
+        return {}
+    out = {
+        key: str(custom[key]) for key in ("birth_date", "address", "postcode") if custom.get(key)
     }
+    for key, normalize in PERSON_IDS.items():
+        if custom.get(key):
+            with contextlib.suppress(InvalidPoint):
+                out[key] = normalize(str(custom[key]))
+    return out
+
+
+def _external_ids(lead: Lead) -> set[tuple[str, str]]:
+    return {split_external_id(lead.external_id)} if lead.external_id else set()
 
 
 def deal_title(lead: Lead) -> str:
