@@ -70,3 +70,47 @@ def test_weights_read_every_reason_the_matcher_words_with_its_sign():
         {"reason": "first name differs", "bits": -4.0},
         {"reason": "kept apart: 1 and 3", "bits": None},
     ]
+
+
+def test_hub_dedupe_show_prints_both_records_the_weights_and_what_to_do(tmp_path):
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from hub.cli import main
+    from hub.config import load_settings
+    from hub.context import Hub
+    from tests.conftest import ROOT
+
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.example.toml").read_text())
+
+    async def seed() -> None:
+        hub = Hub(load_settings(config))
+        await hub.start()
+        try:
+            await submit(hub, lead("Ольга Лебедева", "+7 916 111-22-33", city="Самара"))
+            flagged = await submit(
+                hub, lead("Константин Белов", "8 (916) 111-22-33", email="k.belov@mail.ru")
+            )
+            assert flagged["decision"] == "possible_duplicate"
+        finally:
+            await hub.stop()
+
+    asyncio.run(seed())
+    runner = CliRunner()
+    shown = runner.invoke(main, ["--config", str(config), "dedupe", "show", "1"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith("pair 1: contact 2 ~ contact 1, match probability 0.")
+    name_row = next(line for line in lines if line.startswith("имя"))
+    assert "Константин Белов" in name_row and "Ольга Лебедева" in name_row
+    assert name_row.split()[-1] == "differs"
+    phone_row = next(line for line in lines if line.startswith("телефоны"))
+    assert phone_row.split()[-1] == "same"
+    why = lines[lines.index("why:") + 1 :]
+    assert any(line.split()[0].startswith("+") and "same phone" in line for line in why)
+    assert any(line.split()[0].startswith("−") and "first name differs" in line for line in why)
+    assert lines[-1] == "one person: hub contacts merge 1 2; two people: hub dedupe dismiss 1"
+    missing = runner.invoke(main, ["--config", str(config), "dedupe", "show", "9"])
+    assert missing.exit_code == 1 and "no duplicate pair 9" in missing.output

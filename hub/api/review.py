@@ -196,6 +196,38 @@ def side_by_side(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+class PairGone(LookupError):
+    """A contact of the pair is gone (merged away since the pair was proposed)."""
+
+
+async def pair_review(conn: AsyncConnection, pair_id: int) -> dict[str, Any] | None:
+    """Pair ``pair_id`` as a reviewer sees it: the pair, the partial weights of its score,
+    both contacts' cards, and their fields side by side; None when there is no such pair."""
+    table = DuplicateCandidate.__table__
+    row = (await conn.execute(select(table).where(table.c.id == pair_id))).mappings().first()
+    if row is None:
+        return None
+    cards = []
+    for contact_id in (row["contact_id"], row["other_id"]):
+        card = await records.contact_card(conn, contact_id, None)
+        if card is None:
+            raise PairGone(f"contact {contact_id} of pair {pair_id} is gone")
+        company = None
+        if card["company_id"] is not None:
+            company = (
+                await conn.execute(select(Company.name).where(Company.id == card["company_id"]))
+            ).scalar_one_or_none()
+        cards.append((card, company))
+    pair = _pair(row)
+    (a, a_company), (b, b_company) = cards
+    return {
+        **pair,
+        "weights": weights(pair["reasons"]),
+        "contacts": [a, b],
+        "side_by_side": side_by_side(_values(a, a_company), _values(b, b_company)),
+    }
+
+
 @routes.get("/api/v1/duplicates/{id}")
 async def get_duplicate(request: web.Request) -> web.Response:
     """One pair for review: both records side by side, field by field, and the partial
@@ -203,32 +235,14 @@ async def get_duplicate(request: web.Request) -> web.Response:
     require_head(request, "reviewing duplicates")
     hub = request.app[HUB_KEY]
     pair_id = path_id(request)
-    table = DuplicateCandidate.__table__
     async with hub.store.read() as conn:
-        row = (await conn.execute(select(table).where(table.c.id == pair_id))).mappings().first()
-        if row is None:
-            raise Problem(404, f"no duplicate pair {pair_id}")
-        cards = []
-        for contact_id in (row["contact_id"], row["other_id"]):
-            card = await records.contact_card(conn, contact_id, None)
-            if card is None:
-                raise Problem(404, f"contact {contact_id} of pair {pair_id} is gone")
-            company = None
-            if card["company_id"] is not None:
-                company = (
-                    await conn.execute(select(Company.name).where(Company.id == card["company_id"]))
-                ).scalar_one_or_none()
-            cards.append((card, company))
-    pair = _pair(row)
-    (a, a_company), (b, b_company) = cards
-    return json_response(
-        {
-            **pair,
-            "weights": weights(pair["reasons"]),
-            "contacts": [a, b],
-            "side_by_side": side_by_side(_values(a, a_company), _values(b, b_company)),
-        }
-    )
+        try:
+            found = await pair_review(conn, pair_id)
+        except PairGone as gone:
+            raise Problem(404, str(gone)) from None
+    if found is None:
+        raise Problem(404, f"no duplicate pair {pair_id}")
+    return json_response(found)
 
 
 @routes.post("/api/v1/duplicates/{id}/dismiss")

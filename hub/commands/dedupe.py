@@ -1,4 +1,4 @@
-"""`hub dedupe`: Duplicate contacts: scan, list, dismiss; the match model: train, show."""
+"""`hub dedupe`: Duplicate contacts: scan, list, show, dismiss; the match model: train, show."""
 
 from __future__ import annotations
 
@@ -194,3 +194,62 @@ def dedupe_dismiss(ctx: click.Context, pair_id: int, as_user: str | None) -> Non
 
     change_or_exit(go())
     click.echo(f"pair {pair_id} dismissed: not a duplicate")
+
+
+@dedupe.command("show")
+@click.argument("pair_id", type=int)
+@click.pass_context
+def dedupe_show(ctx: click.Context, pair_id: int) -> None:
+    """Review pair PAIR_ID: both records field by field, and the partial weights (in bits)
+    that made its score, strongest first; then how to merge or dismiss it."""
+    import sys
+
+    from hub.api.review import PairGone, pair_review
+
+    settings = _settings(ctx)
+
+    async def go(store: Any) -> dict[str, Any] | None:
+        async with store.read() as conn:
+            return await pair_review(conn, pair_id)
+
+    try:
+        review = _run(_with_store(settings, go))
+    except PairGone as gone:
+        click.echo(f"{gone}: the pair is stale (run `hub dedupe scan`)", err=True)
+        sys.exit(1)
+    if review is None:
+        click.echo(f"no duplicate pair {pair_id}", err=True)
+        sys.exit(1)
+    a, b = review["contacts"]
+    click.echo(
+        f"pair {pair_id}: contact {a['id']} ~ contact {b['id']}, match probability "
+        f"{review['score']:.2f} ({review['origin']}, {review['status']})"
+    )
+    _table(
+        ["field", f"contact {a['id']}", f"contact {b['id']}", ""],
+        [
+            [row["label"], _shown(row["a"]), _shown(row["b"]), row["verdict"]]
+            for row in review["side_by_side"]
+        ],
+    )
+    click.echo("why:")
+    weighed = sorted(
+        review["weights"], key=lambda w: -abs(w["bits"]) if w["bits"] is not None else 0
+    )
+    for weight in weighed:
+        bits = "" if weight["bits"] is None else f"{weight['bits']:+.1f}".replace("-", "−")
+        click.echo(f"  {bits:>6}  {weight['reason']}")
+    if review["status"] == "open":
+        keep, other = sorted((a["id"], b["id"]))
+        click.echo(
+            f"one person: hub contacts merge {keep} {other}; "
+            f"two people: hub dedupe dismiss {pair_id}"
+        )
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
