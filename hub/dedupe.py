@@ -23,7 +23,8 @@ merge, and the link that would have made it stays in review, marked.
 Training (:func:`train`): u probabilities from random pairs of contacts and,
 for equal phones, emails and names, from grouped counts in SQL; m
 probabilities and the share of duplicates by EM over the candidate pairs, with
-dismissed pairs as known non-matches.
+dismissed pairs as known non-matches: held at "two people" in EM, and counted as
+two people sharing a phone or mailbox, which weakens that evidence for the next pair.
 """
 
 from __future__ import annotations
@@ -589,7 +590,14 @@ async def train(
             for pair in pairs
             if pair not in dismissed
         )
-        m_counts, posterior, steps = _em(model, counts, iterations)
+        # A pair a person dismissed is two people for certain: it enters EM with its
+        # weight held at 0, so it lowers the share of duplicates among such pairs.
+        apart_for_sure: Counter[Pattern] = Counter(
+            tuple(c for c in patterns[pair] if c[0] not in blocked)
+            for pair in pairs
+            if pair in dismissed
+        )
+        m_counts, posterior, steps = _em(model, counts, iterations, apart_for_sure)
         learned[session] = m_counts
         done = max(done, steps)
         if session == "points":
@@ -598,6 +606,10 @@ async def train(
             for pair in pairs:
                 full = patterns[pair]
                 w = posterior.get(tuple(c for c in full if c[0] not in blocked), 0.5)
+                if pair in dismissed:
+                    # Two people sharing this phone or mailbox: what makes "the same
+                    # phone" weaker evidence on the next pair like it.
+                    w = 0.0
                 for name, level in full:
                     if name in ("phone", "email") and level in (
                         "equal",
@@ -668,14 +680,18 @@ def _sigmoid(bits: float) -> float:
 
 
 def _em(
-    model: MatchModel, counts: Counter[Pattern], iterations: int
+    model: MatchModel,
+    counts: Counter[Pattern],
+    iterations: int,
+    apart: Counter[Pattern] | None = None,
 ) -> tuple[dict[str, Counter[str]], dict[Pattern, float], int]:
     """m by EM over one session's patterns, u fixed; returns the weighted level counts
-    of the matches, each pattern's match probability, and the iterations run."""
+    of the matches, each pattern's match probability, and the iterations run. ``apart``
+    are known non-matches (dismissed pairs): counted in the total, never as a match."""
     m = {name: {lv: mu[0] for lv, mu in levels.items()} for name, levels in model.levels.items()}
     u = {name: {lv: mu[1] for lv, mu in levels.items()} for name, levels in model.levels.items()}
     share = 0.5
-    total = max(sum(counts.values()), 1)
+    total = max(sum(counts.values()) + sum((apart or Counter()).values()), 1)
     m_counts: dict[str, Counter[str]] = {name: Counter() for name in LEVELS}
     step = 0
     while step < iterations:
