@@ -64,9 +64,16 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     import structlog
 
     log = structlog.get_logger("hub")
-    log.info(
-        "hub_listening", url=f"http://{address[0]}:{address[1]}", config=str(ctx.obj["config"])
-    )
+
+    def listening(_banner: str) -> None:
+        # aiohttp prints its banner once the socket is bound, after the hub started:
+        # said then, "listening" is true (a port in use fails before it).
+        log.info(
+            "hub_listening",
+            url=f"http://{address[0]}:{address[1]}",
+            config=str(ctx.obj["config"]),
+        )
+
     app = build_app(hub, freeze_heap=True)
     try:
         web.run_app(
@@ -75,7 +82,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
             port=address[1],
             shutdown_timeout=settings.hub.shutdown_timeout.total_seconds(),
             access_log=None,
-            print=None,
+            print=listening,
             loop=uvloop.new_event_loop() if uvloop else None,
             handle_signals=True,
         )
