@@ -1,20 +1,50 @@
 """Dedupe benchmark: how well and how fast the hub recognises a person it already knows.
 
-    .venv/bin/python bench/dedupe.py [--people N] [--contacts N] [--seed S]
+    .venv/bin/python bench/dedupe.py [--people N] [--contacts N] [--seed S] [--misses N]
+    .venv/bin/python bench/dedupe.py --quality-only     # the quality figures, a few minutes
 
 1. *Quality.* A generator makes realistic CRM records: one to four records per
    person, with Russian and Latin names, every local phone format, typos, swapped
    name order, initials, diminutives, transliteration, gmail dots and tags, and
    the hard cases: colleagues on one office phone, generic mailboxes, spouses on
-   one home phone. Every pair of records is judged as the hub judges a lead
-   against a contact (candidates through shared phones and emails and name
-   blocks, as hub/leads.py reads them, then the score against ``matching.join``),
-   and pairwise precision, recall and F1 are printed. Pairs found by neither
-   count as misses. In both generators a person's later record keeps one of
-   their own identifiers (a phone, a mailbox, or the birth date offline): a
-   phone-only and an email-only record sharing only a common name and a city
-   are no pair anyone could link (before this, 3% of the generated set's and 11%
-   of the hard set's true pairs were such).
+   one home phone. A second generator ("namesakes-couples-offline", not used to tune
+   the matcher) adds namesakes at one company, couples on a home phone at one address
+   and people known by name, birth date and address only. In both a person's later
+   record keeps one of their own identifiers (a phone, a mailbox, or the birth date
+   offline): a phone-only and an email-only record sharing only a common name and a
+   city are no pair anyone could link.
+
+   Each set is judged four ways, each printed with pairwise and cluster figures:
+
+   - *hub import contacts* (the headline): the records are written to files and
+     imported into an empty store through the hub's importer, with its per-row report
+     (what ``hub import contacts FILE --report results.csv`` writes: row, external id,
+     decision, contact id, ...); each record belongs to the contact its row went to.
+     The importer refuses a row without phone or email in a file with such columns,
+     so the records without (offline) are a second file, imported after the first;
+     a row it rejects (no name, phone or email) is a contact of its own.
+   - *import, then scan*: ``hub dedupe scan`` over the imported store; the contacts
+     of each proposed cluster count as one.
+   - *scan (a record a contact)*: ``hub dedupe scan`` over a store holding each record
+     as its own contact, as a naive import leaves it.
+   - *as leads (simulated)*: the records replayed in Python as intake places leads
+     one by one (candidates through shared points and name blocks, the score against
+     ``matching.join``), pairwise figures only.
+
+   Then `hub dedupe train` learns a model from the naive store, and the scan and the
+   replay run again with it.
+
+   Pairwise: every two records of one predicted person are a predicted pair; precision
+   is the share of predicted pairs that are one true person, recall the share of true
+   pairs predicted, F1 their harmonic mean. A true pair the matcher never compared is a
+   miss. Cluster: the records are partitioned into predicted people (singletons
+   included: a record alone is a cluster of one); cluster precision is the share of
+   predicted clusters that are exactly a true person's records, recall the share of
+   true people whose records are exactly one predicted cluster, F1 their harmonic
+   mean. One wrong merge or one record left out spoils a whole cluster, so these are
+   stricter than the pairwise figures. ``--misses N`` prints the N commonest patterns
+   of missed and wrong pairs (which fields both records have, what they share), with
+   examples.
 2. *Speed.* A SQLite store with ``--contacts`` contacts (default 1,000,000) is
    built, then single leads are matched against it through the real pipeline
    (index look-ups, candidate load, scoring), and p50/p99 are printed next to
@@ -26,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import itertools
 import json
 import random
@@ -757,6 +788,148 @@ def import_records(path: Path, records: list[Record], settings: Settings) -> Non
     db.close()
 
 
+IMPORT_COLUMNS = ("name", "phone", "email", "company", "city", "birth_date", "address")
+
+
+def write_import_files(
+    records: list[Record], folder: Path
+) -> list[tuple[Path, list[int], tuple[str, ...]]]:
+    """The records as files for ``hub import contacts``, each with the record behind each
+    of its rows. The importer refuses a row without a phone or email in a file that has
+    such columns, so the records without (known by name, birth date and address only) go
+    to a second file without them, imported after the first: a paper card index after
+    the CRM's export."""
+    online = [i for i, r in enumerate(records) if r.phones or r.emails]
+    offline = [i for i, r in enumerate(records) if not (r.phones or r.emails)]
+    out: list[tuple[Path, list[int], tuple[str, ...]]] = []
+    for label, rows, columns in (
+        ("export", online, IMPORT_COLUMNS),
+        ("cards", offline, ("name", "company", "city", "birth_date", "address")),
+    ):
+        if not rows:
+            continue
+        path = folder / f"{label}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t")
+            writer.writerow(columns)
+            for i in rows:
+                r = records[i]
+                cells = {
+                    "name": r.name or "",
+                    "phone": ", ".join(r.phones),
+                    "email": ", ".join(r.emails),
+                    "company": r.company or "",
+                    "city": r.city or "",
+                    "birth_date": r.birth_date or "",
+                    "address": r.address or "",
+                }
+                writer.writerow([cells[c] for c in columns])
+        out.append((path, rows, columns))
+    return out
+
+
+def import_quality(path: Path, records: list[Record], settings: Settings) -> dict:
+    """Import the records into an empty store through the hub's importer, as
+    ``hub import contacts FILE --report results.csv`` does, and read from each file's
+    per-row report which contact each record went to. A rejected row is a contact of its
+    own (its true pairs are misses)."""
+    from hub.deals import DealWriter
+    from hub.importer import import_contacts
+    from hub.leads import LeadPipeline
+    from hub.store import Store
+    from hub.store.ops import sync_config
+
+    files = write_import_files(records, path.parent)
+
+    async def go() -> tuple[dict[int, int], int, dict[str, int]]:
+        store = Store(f"sqlite+aiosqlite:///{path}")
+        try:
+            await store.upgrade()
+            async with store.write() as conn:
+                catalog = await sync_config(conn, settings)
+
+            async def reserve(conn, name, k):
+                return 0
+
+            pipeline = LeadPipeline(catalog, settings, reserve, DealWriter(store, lambda: catalog))
+            contact_of: dict[int, int] = {}
+            rejected = 0
+            decisions: dict[str, int] = {}
+            for file, rows, columns in files:
+                result = await import_contacts(store, pipeline, file, {c: c for c in columns})
+                report_path = file.with_suffix(".report.csv")
+                result.write_csv(report_path)  # what --report writes; read back below
+                with report_path.open(encoding="utf-8") as handle:
+                    for line in csv.DictReader(handle):
+                        record = rows[int(line["row"]) - 2]  # row 1 is the header
+                        decisions[line["decision"]] = decisions.get(line["decision"], 0) + 1
+                        if line["contact_id"]:
+                            contact_of[record] = int(line["contact_id"])
+                        else:
+                            rejected += 1
+            return contact_of, rejected, decisions
+        finally:
+            await store.close()
+
+    started = time.perf_counter()
+    contact_of, rejected, decisions = asyncio.run(go())
+    groups: dict[int, set[int]] = {}
+    for record, contact in contact_of.items():
+        groups.setdefault(contact, set()).add(record)
+    predicted = list(groups.values())
+    predicted += [{i} for i in range(len(records)) if i not in contact_of]
+    out = figures(predicted, records)
+    out.update(rejected=rejected, decisions=decisions, seconds=time.perf_counter() - started)
+    out["contact_of"] = contact_of
+    return out
+
+
+def figures(predicted: list[set[int]], records: list[Record]) -> dict:
+    """Pairwise and cluster precision, recall and F1 of a partition of the records."""
+    truth = true_pairs(records)
+    linked = {p for members in predicted for p in itertools.combinations(sorted(members), 2)}
+    tp, fp, fn, precision, recall, f1 = pairwise(linked, truth)
+    exact = {frozenset(c) for c in true_clusters(records)}
+    found = {frozenset(c) for c in predicted}
+    hits = len(exact & found)
+    c_precision = hits / len(found) if found else 1.0
+    c_recall = hits / len(exact) if exact else 1.0
+    c_f1 = 2 * c_precision * c_recall / (c_precision + c_recall) if hits else 0.0
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "clusters": len(found),
+        "true_clusters": len(exact),
+        "exact": hits,
+        "c_precision": c_precision,
+        "c_recall": c_recall,
+        "c_f1": c_f1,
+        "missed": sorted(truth - linked),
+        "wrong": sorted(linked - truth),
+    }
+
+
+def true_clusters(records: list[Record]) -> list[set[int]]:
+    by_person: dict[int, set[int]] = {}
+    for i, r in enumerate(records):
+        by_person.setdefault(r.person, set()).add(i)
+    return list(by_person.values())
+
+
+def line(label: str, f: dict, extra: str = "") -> str:
+    return (
+        f"  {label:<26} pairs: precision {f['precision']:.4f}  recall {f['recall']:.4f}  "
+        f"F1 {f['f1']:.4f}  (tp {f['tp']}, fp {f['fp']}, fn {f['fn']})\n"
+        f"  {'':<26} clusters: precision {f['c_precision']:.4f}  recall {f['c_recall']:.4f}  "
+        f"F1 {f['c_f1']:.4f}  ({f['exact']} of {f['true_clusters']} people exact, "
+        f"{f['clusters']} predicted){extra}"
+    )
+
+
 def scan_figures(path: Path, settings: Settings) -> tuple[float, float, int, int]:
     """Wall time of a scan and the process's peak resident memory (tracemalloc, used
     before, slowed the scan itself several times over)."""
@@ -780,9 +953,16 @@ def scan_figures(path: Path, settings: Settings) -> tuple[float, float, int, int
     return elapsed, peak / 1e6, found, compared
 
 
-def scan_quality(path: Path, records: list[Record], settings: Settings, model=None) -> dict:
-    """``hub dedupe scan`` over a store holding each record as a contact: the records of
-    each proposed cluster count as linked; pairwise precision, recall and F1 of that."""
+def scan_quality(
+    path: Path,
+    records: list[Record],
+    settings: Settings,
+    model=None,
+    contact_of: dict[int, int] | None = None,
+) -> dict:
+    """``hub dedupe scan`` over a store: the records of the contacts of each proposed
+    cluster count as one person. ``contact_of`` is each record's contact (an import's
+    report); without it the store holds each record as its own contact."""
     from hub.dedupe import scan
     from hub.store import Store
 
@@ -795,26 +975,30 @@ def scan_quality(path: Path, records: list[Record], settings: Settings, model=No
 
     started = time.perf_counter()
     pairs, compared = asyncio.run(go())
-    clusters: dict[int, set[int]] = {}
+    if contact_of is None:
+        contact_of = {i: i + 1 for i in range(len(records))}
+    cluster_of: dict[int, int] = {}
     for p in pairs:
         if p.cluster is not None:
-            clusters.setdefault(p.cluster, set()).update((p.a - 1, p.b - 1))
-    linked = {
-        pair for members in clusters.values() for pair in itertools.combinations(sorted(members), 2)
-    }
-    tp, fp, fn, precision, recall, f1 = pairwise(linked, true_pairs(records))
-    return {
-        "compared": compared,
-        "clusters": len(clusters),
-        "kept_apart": sum(1 for p in pairs if p.kept_apart),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "seconds": time.perf_counter() - started,
-    }
+            cluster_of[p.a] = cluster_of[p.b] = p.cluster
+    groups: dict[tuple[str, int], set[int]] = {}
+    for record in range(len(records)):
+        contact = contact_of.get(record)
+        if contact is None:  # a rejected row
+            key = ("row", record)
+        elif contact in cluster_of:
+            key = ("cluster", cluster_of[contact])
+        else:
+            key = ("contact", contact)
+        groups.setdefault(key, set()).add(record)
+    out = figures(list(groups.values()), records)
+    out.update(
+        compared=compared,
+        proposed=len(set(cluster_of.values())),
+        kept_apart=sum(1 for p in pairs if p.kept_apart),
+        seconds=time.perf_counter() - started,
+    )
+    return out
 
 
 def train_model(path: Path, settings: Settings):
@@ -832,46 +1016,105 @@ def train_model(path: Path, settings: Settings):
     return asyncio.run(go())
 
 
-def report(label: str, records: list[Record], settings: Settings, tmp: Path, seed: int) -> None:
-    """Pairwise figures for one generated set: replayed as leads (default model), scanned
-    (default model), then with the model `hub dedupe train` learns from the scanned store."""
-    started = time.perf_counter()
+def report(
+    label: str, records: list[Record], settings: Settings, tmp: Path, seed: int, misses: int
+) -> None:
+    """The figures for one generated set: imported through the hub's importer (the
+    headline), the import then scanned, a store of one contact per record scanned, the
+    as-leads replay; then with the model `hub dedupe train` learns from that store."""
+    truth = true_pairs(records)
+    print(
+        f"# {label}: {len(records)} records (seed {seed}), {len(truth)} true pairs, "
+        f"{len(true_clusters(records))} people, join >= {settings.matching.join}"
+    )
+    folder = tmp / label
+    folder.mkdir()
+    imported = import_quality(folder / "imported.db", records, settings)
+    done = ", ".join(f"{n} {d}" for d, n in sorted(imported["decisions"].items()))
+    gone = imported["contact_of"]
+    refused = sum(1 for a, b in imported["missed"] if a not in gone or b not in gone)
+    print(
+        line(
+            "hub import contacts",
+            imported,
+            f"; rows {done}; {refused} missed pairs have a rejected row; "
+            f"{imported['seconds']:.1f} s",
+        )
+    )
+    after = scan_quality(
+        folder / "imported.db", records, settings, contact_of=imported["contact_of"]
+    )
+    print(
+        line(
+            "import, then scan",
+            after,
+            f"; {after['proposed']} clusters proposed over the imported contacts",
+        )
+    )
+    path = folder / "naive.db"
+    import_records(path, records, settings)
+    scanned = scan_quality(path, records, settings)
+    print(
+        line(
+            "scan (a record a contact)",
+            scanned,
+            f"; {scanned['compared']} pairs compared, {scanned['kept_apart']} strong pairs "
+            f"kept apart; {scanned['seconds']:.1f} s",
+        )
+    )
     q = quality(records, settings)
     print(
-        f"# {label}: {q['records']} records (seed {seed}), {q['true_pairs']} true pairs, "
-        f"join >= {settings.matching.join}"
+        f"  {'as leads (simulated)':<26} pairs: precision {q['precision']:.4f}  "
+        f"recall {q['recall']:.4f}  F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, "
+        f"fn {q['fn']}; {q['no_shared_point']} true pairs share no phone or email)"
     )
-    print(
-        f"  as leads, default model:  precision {q['precision']:.4f}  recall {q['recall']:.4f}  "
-        f"F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, fn {q['fn']}; "
-        f"{q['no_shared_point']} true pairs share no phone or email; "
-        f"{time.perf_counter() - started:.1f} s)"
-    )
-    path = tmp / f"{label}.db"
-    import_records(path, records, settings)
-    s = scan_quality(path, records, settings)
-    print(
-        f"  scan + clusters, default: precision {s['precision']:.4f}  recall {s['recall']:.4f}  "
-        f"F1 {s['f1']:.4f}  (tp {s['tp']}, fp {s['fp']}, fn {s['fn']}; {s['compared']} pairs "
-        f"compared, {s['clusters']} clusters, {s['kept_apart']} strong pairs kept apart; "
-        f"{s['seconds']:.1f} s)"
-    )
+    if misses:
+        show_misses("import", imported, records, misses)
+        show_misses("scan", scanned, records, misses)
     trained = train_model(path, settings)
     model = trained.model
+    print(
+        f"  trained on the scanned store in {trained.seconds:.1f} s ({trained.pairs} candidate "
+        f"pairs, {trained.share:.1%} one person, prior {model.prior:.1f} bits):"
+    )
+    print(line("scan, trained model", scan_quality(path, records, settings, model)))
     q = quality(records, settings, model)
-    s = scan_quality(path, records, settings, model)
     print(
-        f"  trained on the store in {trained.seconds:.1f} s ({trained.pairs} candidate pairs, "
-        f"{trained.share:.1%} one person, prior {model.prior:.1f} bits):"
+        f"  {'as leads, trained model':<26} pairs: precision {q['precision']:.4f}  "
+        f"recall {q['recall']:.4f}  F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, fn {q['fn']})"
     )
-    print(
-        f"  as leads, trained model:  precision {q['precision']:.4f}  recall {q['recall']:.4f}  "
-        f"F1 {q['f1']:.4f}  (tp {q['tp']}, fp {q['fp']}, fn {q['fn']})"
-    )
-    print(
-        f"  scan + clusters, trained: precision {s['precision']:.4f}  recall {s['recall']:.4f}  "
-        f"F1 {s['f1']:.4f}  (tp {s['tp']}, fp {s['fp']}, fn {s['fn']})"
-    )
+
+
+def pattern(one: Record, two: Record, settings: Settings) -> str:
+    """What two records have in common, as a short key: which fields both have, and
+    whether they share a phone or email."""
+    both = [
+        field
+        for field in ("name", "company", "city", "birth_date", "address")
+        if getattr(one, field) and getattr(two, field)
+    ]
+    shared = keys(one, settings) & keys(two, settings)
+    where = "shared " + "+".join(sorted({k for k, _ in shared})) if shared else "no shared point"
+    return f"{where}; both have {', '.join(both) or 'nothing'}"
+
+
+def show_misses(label: str, found: dict, records: list[Record], n: int) -> None:
+    """The missed and the wrong pairs by pattern, with a few examples of each."""
+    settings = Settings()
+    for kind in ("missed", "wrong"):
+        by: dict[str, list[tuple[int, int]]] = {}
+        for a, b in found[kind]:
+            by.setdefault(pattern(records[a], records[b], settings), []).append((a, b))
+        print(f"  {label}: {len(found[kind])} {kind} pairs")
+        for key, pairs in sorted(by.items(), key=lambda item: -len(item[1]))[:n]:
+            print(f"    {len(pairs):5d}  {key}")
+            for a, b in pairs[:2]:
+                for i in (a, b):
+                    r = records[i]
+                    print(
+                        f"           {i}: {r.name!r} {r.phones} {r.emails} {r.company!r} "
+                        f"{r.city!r} {r.birth_date} {r.address!r}"
+                    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -889,6 +1132,12 @@ def main() -> None:
         "--quality-only", action="store_true", help="Only the quality figures, no speed runs."
     )
     parser.add_argument("--speed-only", action="store_true", help="Only the speed runs.")
+    parser.add_argument(
+        "--misses",
+        type=int,
+        default=0,
+        help="Print the N commonest patterns of missed and wrong pairs, with examples.",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     settings = Settings()
@@ -897,9 +1146,10 @@ def main() -> None:
         run_speed(args, rng, settings)
         return
     with tempfile.TemporaryDirectory(prefix="hub-dedupe-quality-") as tmp:
-        report("generated", generate(args.people, rng), settings, Path(tmp), args.seed)
+        generated = generate(args.people, rng)
+        report("generated", generated, settings, Path(tmp), args.seed, args.misses)
         hard = generate_hard(args.people, random.Random(args.seed + 1))
-        report("namesakes-couples-offline", hard, settings, Path(tmp), args.seed + 1)
+        report("namesakes-couples-offline", hard, settings, Path(tmp), args.seed + 1, args.misses)
     if args.quality_only:
         return
     run_speed(args, rng, settings)

@@ -6,9 +6,9 @@ Blocking: contacts are compared when they share a normalized phone or email
 block key, a word's first five letters plus another word's initial, in Latin
 letters (``Соколов Дмитрий`` and ``Dmitriy Sokolov`` meet under ``sokol|d``),
 when they share a name block as intake reads them (:mod:`hub.domain.blocking`: the name
-with the birth date, address, company or city), or when they have the same birth date
-or address (a record without a name, too). A phone, email or key held
-by more than ``MAX_GROUP`` contacts (a call centre's number, a common name)
+with the birth date, address, state number, company or city), or when they have the same
+birth date, address, personal ИНН or СНИЛС (a record without a name, too). A phone, email
+or key held by more than ``MAX_GROUP`` contacts (a call centre's number, a common name)
 yields no pairs. Each pair is scored by the match model
 (:mod:`hub.domain.weights`), its equal names weighed by their frequency in the
 store (counted by one grouped query); pairs at or above ``matching.review`` go
@@ -54,6 +54,7 @@ from hub.domain.matching import (
     Incoming,
     Matcher,
     compare,
+    details,
     explain,
     partial_weights,
     signed,
@@ -69,7 +70,7 @@ from hub.domain.weights import (
     model_path,
 )
 from hub.store import Store
-from hub.store.models import Contact, ContactPoint, DuplicateCandidate
+from hub.store.models import Contact, ContactExternalId, ContactPoint, DuplicateCandidate
 
 MAX_GROUP = 50
 CHUNK = 5000
@@ -86,6 +87,7 @@ PSEUDO_ALL = 1e7
 points = ContactPoint.__table__
 contacts = Contact.__table__
 duplicates = DuplicateCandidate.__table__
+external_ids = ContactExternalId.__table__
 
 
 def name_keys(name: str) -> set[str]:
@@ -117,6 +119,7 @@ class _Known:
     external_id: str | None
     points: set[tuple[str, str]]
     details: dict[str, str] = field(default_factory=dict)
+    ids: set[tuple[str, str]] = field(default_factory=set)  # (system, id) in source systems
 
 
 @dataclass(slots=True)
@@ -129,11 +132,7 @@ class _Candidates:
 
 
 def _details(custom: dict | None) -> dict[str, str]:
-    return {
-        key: str(custom[key])
-        for key in ("birth_date", "address", "postcode")
-        if custom and custom.get(key)
-    }
+    return details(custom)
 
 
 async def _load(conn: AsyncConnection, ids: Sequence[int], known: dict[int, _Known]) -> None:
@@ -162,6 +161,12 @@ async def _load(conn: AsyncConnection, ids: Sequence[int], known: dict[int, _Kno
             )
         ):
             known[cid].points.add((kind, normalized))
+        for cid, system, value in await conn.execute(
+            select(external_ids.c.contact_id, external_ids.c.system, external_ids.c.external_id)
+            .where(external_ids.c.contact_id.in_(chunk))
+            .where(external_ids.c.system != "")  # a bare id says nothing (see matching)
+        ):
+            known[cid].ids.add((system, value))
 
 
 async def _candidates(conn: AsyncConnection) -> _Candidates:
@@ -195,19 +200,35 @@ async def _candidates(conn: AsyncConnection) -> _Candidates:
     birth = contacts.c.custom["birth_date"].as_string()
     address = contacts.c.custom["address"].as_string()
     company = contacts.c.custom["company"].as_string()
-    for cid, name, born, lives, city, works in await conn.execute(
-        select(contacts.c.id, contacts.c.name, birth, address, contacts.c.city, company)
+    inn = contacts.c.custom["personal_tax_id"].as_string()
+    snils = contacts.c.custom["snils"].as_string()
+    for cid, name, born, lives, city, works, tax_id, insured in await conn.execute(
+        select(contacts.c.id, contacts.c.name, birth, address, contacts.c.city, company, inn, snils)
     ):
         # A record without a name is still someone's birth date and address.
         for key in name_keys(name) if name else ():
             blocks.setdefault(key, []).append(cid)
         # The blocks intake finds a returning client by (hub/domain/blocking.py).
-        for block in name_blocks(name, birth_date=born, company=works, city=city, address=lives):
+        for block in name_blocks(
+            name,
+            birth_date=born,
+            company=works,
+            city=city,
+            address=lives,
+            personal_tax_id=tax_id,
+            snils=insured,
+        ):
             blocks.setdefault("|".join(block), []).append(cid)
         if born:
             others.setdefault("b|" + born, []).append(cid)
         if lives:
             others.setdefault(_address_key(lives), []).append(cid)
+        # One person's number: the same one on two records is worth comparing whatever
+        # their names say (a maiden name, a typo in both words).
+        if tax_id:
+            others.setdefault("t|" + tax_id, []).append(cid)
+        if insured:
+            others.setdefault("s|" + insured, []).append(cid)
 
     def within(found: dict[str, list[int]]) -> set[tuple[int, int]]:
         return {
@@ -281,12 +302,15 @@ def _incoming(one: _Known, is_shared: Callable[[tuple[str, str]], str | None]) -
         [Point(kind, norm, norm) for kind, norm in sorted(one.points)],
         {k for k, how in sharing.items() if how},
         household={k for k, how in sharing.items() if how == "household"},
+        external_ids=one.ids,
         **one.details,
     )
 
 
 def _candidate(cid: int, two: _Known) -> Candidate:
-    return Candidate(cid, two.name, two.company, two.city, None, two.points, **two.details)
+    return Candidate(
+        cid, two.name, two.company, two.city, None, two.points, external_ids=two.ids, **two.details
+    )
 
 
 def _sharing(

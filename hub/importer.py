@@ -7,7 +7,9 @@ reported per row (:class:`RowResult`):
 
 - ``created``: a new contact;
 - ``merged``: it went to a contact the store (or an earlier row) already had, found by
-  its external id or its phone or email, and added what that contact lacked;
+  its external id, its phone or email, or its name with its birth date, address or a
+  state number (the matcher weighs them as it does a lead's), and added what that
+  contact lacked;
 - ``unchanged``: it went to a contact the store already had, which it left as it was
   (a file imported twice: the second time every row is unchanged);
 - ``flagged``: a new contact, queued for review beside a similar one;
@@ -414,6 +416,9 @@ def row_to_lead(
         activity_kind="import",
         consents=consents,
         consent_source=source,
+        # The matcher compares what identifies the person (birth date, address, state
+        # numbers) as it does a form's; the contact keeps them from the extra fields.
+        custom=dict(extra),
     )
     return lead, extra, notes
 

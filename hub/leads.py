@@ -27,7 +27,6 @@ batch matches against itself, and on PostgreSQL each point is locked
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,7 +61,15 @@ from hub.deals.changes import (
     split_external_id,
 )
 from hub.domain.assignment import Assigner, Request
-from hub.domain.blocking import KINDS, MAX_BLOCK, Block, key_blocks, lookups, name_blocks
+from hub.domain.blocking import (
+    KINDS,
+    MAX_BLOCK,
+    Block,
+    detail_block,
+    key_blocks,
+    lookups,
+    name_blocks,
+)
 from hub.domain.lead import Lead
 from hub.domain.matching import (
     BUILTIN,
@@ -71,6 +78,7 @@ from hub.domain.matching import (
     Incoming,
     Matcher,
     Score,
+    details,
     score,
 )
 from hub.domain.normalize import (
@@ -82,7 +90,6 @@ from hub.domain.normalize import (
     normalize_tax_id,
     phone_point,
 )
-from hub.domain.person_ids import normalize_personal_tax_id, normalize_snils
 from hub.domain.similarity import company_key
 from hub.domain.weights import MatchModel, load_model, model_path
 from hub.store.models import (
@@ -272,6 +279,9 @@ class LeadPipeline:
             personal_tax_id=details.get("personal_tax_id"),
             snils=details.get("snils"),
         )
+        found = detail_block(details.get("birth_date"), details.get("address"))
+        if found is not None:
+            plan.blocks.add(found)
         return plan
 
     def _is_generic(self, key: tuple[str, str]) -> bool:
@@ -283,9 +293,11 @@ class LeadPipeline:
     # -- the batch ------------------------------------------------------------------------
 
     async def _match_all(
-        self, conn: AsyncConnection, plans: Sequence[_Plan]
+        self, conn: AsyncConnection, plans: Sequence[_Plan], by_details: bool = False
     ) -> tuple[dict[int, _Contact], list[_Plan]]:
-        """Find each plan's contact (known, new, or made earlier in the batch)."""
+        """Find each plan's contact (known, new, or made earlier in the batch); with
+        ``by_details`` (an import) also the contacts of its birth date and address, and a
+        row's details fill the blanks of the contact it went to."""
         keys = sorted({(p.kind, p.normalized) for plan in plans for p in plan.points})
         if conn.dialect.name == "postgresql":
             # Companies are found or created later in the batch; their keys are locked now,
@@ -295,7 +307,7 @@ class LeadPipeline:
                 ("company", company_key(plan.lead.company)) for plan in plans if plan.lead.company
             }
             # A returning client found by name alone is locked by the name key, too.
-            names = {("name", key) for plan in plans for key, _ in plan.blocks}
+            names = {("name", key) for plan in plans for key, _ in plan.blocks if key}
             if keys or companies or names:
                 await self._lock(conn, sorted(set(keys) | companies | names))
         holders = await self._holders(conn, keys)
@@ -306,6 +318,8 @@ class LeadPipeline:
             {block.split(" ", 1)[0] for plan in plans for _, block in plan.blocks},
         )
         wanted = {block for plan in plans for block in plan.blocks}
+        if by_details:
+            named.update(await self._by_details(conn, {b for b in wanted if not b[0]}))
         # A block too big to compare with is not loaded either (see _match).
         ids |= {
             cid
@@ -335,6 +349,12 @@ class LeadPipeline:
                 reviews.append(plan)
             contact = plan.contact
             assert contact is not None
+            if by_details and contact.lead is not plan.lead:
+                # The import fills the contact's blank fields from the row it merged
+                # (fill_only): a later row of the batch is compared with the contact as it
+                # will be written, its birth date from one row, its address from another.
+                for key, value in _details(plan.lead.custom).items():
+                    contact.details.setdefault(key, value)
             for block in plan.blocks:
                 found = batch_blocks.setdefault(block, [])
                 if contact not in found:
@@ -374,7 +394,7 @@ class LeadPipeline:
         """Place contacts without deals (an import): created, merged into a known one, or
         created and flagged for review. A merged contact gains the new phones and emails
         and fills its blank fields; its own values are kept."""
-        _, reviews = await self._match_all(conn, plans)
+        _, reviews = await self._match_all(conn, plans, by_details=True)
         owners = dict((await conn.execute(select(User.email, User.id))).all())
         new_contacts = [c for c in dict.fromkeys(p.contact for p in plans) if c.id is None]
         for contact in new_contacts:
@@ -610,6 +630,25 @@ class LeadPipeline:
                 holders = found.setdefault(block, [])
                 if cid not in holders:
                     holders.append(cid)
+        return found
+
+    @staticmethod
+    async def _by_details(conn: AsyncConnection, blocks: set[Block]) -> dict[Block, list[int]]:
+        """The contacts in these birth-date-and-address blocks. No index holds a contact's
+        birth date, so this reads every contact's once per batch: for an import, not for
+        a lead that must be placed in milliseconds."""
+        dates = sorted({detail.split(" ", 2)[1] for _, detail in blocks})
+        if not dates:
+            return {}
+        born = contacts_t.c.custom["birth_date"].as_string()
+        lives = contacts_t.c.custom["address"].as_string()
+        found: dict[Block, list[int]] = {}
+        for cid, date, address in await conn.execute(
+            select(contacts_t.c.id, born, lives).where(born.in_(dates), lives.is_not(None))
+        ):
+            block = detail_block(date, address)
+            if block in blocks:
+                found.setdefault(block, []).append(cid)
         return found
 
     @staticmethod
@@ -1029,26 +1068,9 @@ class LeadPipeline:
         )
 
 
-PERSON_IDS: dict[str, Callable[[str], str]] = {
-    "personal_tax_id": normalize_personal_tax_id,
-    "snils": normalize_snils,
-}
-
-
 def _details(custom: dict[str, Any] | None) -> dict[str, str]:
-    """The identifying custom fields matching compares (an import keeps them there). A
-    state number is kept as digits and only when its check digits hold: a form's
-    mistyped СНИЛС is no evidence, and would be evidence against the right person."""
-    if not custom:
-        return {}
-    out = {
-        key: str(custom[key]) for key in ("birth_date", "address", "postcode") if custom.get(key)
-    }
-    for key, normalize in PERSON_IDS.items():
-        if custom.get(key):
-            with contextlib.suppress(InvalidPoint):
-                out[key] = normalize(str(custom[key]))
-    return out
+    """The identifying custom fields matching compares (an import keeps them there)."""
+    return details(custom)
 
 
 def _external_ids(lead: Lead) -> set[tuple[str, str]]:

@@ -7,8 +7,9 @@ consonant skeleton and the first name's, across alphabets, diminutives and the s
 gender (``Васильева Маша`` and ``Maria Vasilieva`` are ``vslv|mr``), or the first name's
 initial alone (``Васильева М.``: ``vslv|m``). A block is a name with
 
-- the birth date or the address, where an initial is enough (``Ершов Т.``, born
-  2002-06-17, meets ``Ершов Тимур Алексеевич`` born that day);
+- the birth date, the address or a state number (the personal ИНН, the СНИЛС), where an
+  initial is enough (``Ершов Т.``, born 2002-06-17, meets ``Ершов Тимур Алексеевич`` born
+  that day);
 - the company or the city, where both must give the first name in full: a surname and an
   initial at one big company say too little.
 
@@ -33,6 +34,8 @@ from hub.domain.similarity import (
 
 MAX_BLOCK = 20
 Block = tuple[str, str]  # (surname and first name or initial, "born 1980-01-02" | ...)
+# The kinds of block, the first word of its second part: what intake reads per contact.
+KINDS = frozenset({"born", "address", "inn", "snils", "company", "city"})
 
 
 def name_key(name: str | None) -> str | None:
@@ -58,6 +61,17 @@ def _orders(name: str | None) -> list[tuple[str, str, bool]]:
     return out
 
 
+def detail_block(birth_date: str | None, address: str | None) -> Block | None:
+    """The block of a record by its birth date and address together, whatever its name
+    says: a card reading ``Анна`` or no name at all is still the person born that day who
+    lives there. A couple shares the address, not the birth date. Found without the name
+    index, so only an import (a batch job, like the scan) reads the store by it
+    (``LeadPipeline.run_contacts``); leads of one batch meet by it always."""
+    if not birth_date or not address or not (found := place_key(address)):
+        return None
+    return ("", f"born {birth_date.strip()} at {found}")
+
+
 def lookups(name: str | None) -> list[tuple[str, str]]:
     """Ranges of ``contacts.name_key`` (from, to, both included) holding the contacts that
     may share a block with this name: the same name, its initial, and for an initial every
@@ -79,11 +93,14 @@ def name_blocks(
     company: str | None = None,
     city: str | None = None,
     address: str | None = None,
+    personal_tax_id: str | None = None,
+    snils: str | None = None,
 ) -> set[Block]:
     """The blocks of a person's record; none without a surname and a first name or initial."""
     out: set[Block] = set()
+    ids = (personal_tax_id, snils)
     for last, first, whole in _orders(name):
-        out |= _blocks(last, first, whole, birth_date, company, city, address)
+        out |= _blocks(last, first, whole, birth_date, company, city, address, ids)
     return out
 
 
@@ -94,13 +111,16 @@ def key_blocks(
     company: str | None = None,
     city: str | None = None,
     address: str | None = None,
+    personal_tax_id: str | None = None,
+    snils: str | None = None,
 ) -> set[Block]:
     """The blocks of a stored contact, from its ``name_key`` (the name is not parsed
     again: intake reads a few hundred of these per lead)."""
     last, _, first = key.partition("|")
     if not last or not first:
         return set()
-    return _blocks(last, first, len(first) > 1, birth_date, company, city, address)
+    ids = (personal_tax_id, snils)
+    return _blocks(last, first, len(first) > 1, birth_date, company, city, address, ids)
 
 
 def _blocks(
@@ -111,11 +131,19 @@ def _blocks(
     company: str | None,
     city: str | None,
     address: str | None,
+    ids: tuple[str | None, str | None] = (None, None),
 ) -> set[Block]:
     out: set[Block] = set()
     initial = f"{last}|{first[0]}"
     if birth_date:
         out.add((initial, f"born {birth_date.strip()}"))
+    # A state number is one person's, so with it an initial is enough; with the name, so
+    # the look-up stays on the name-key index (there is no index on a contact's numbers).
+    tax_id, snils = ids
+    if tax_id:
+        out.add((initial, f"inn {tax_id.strip()}"))
+    if snils:
+        out.add((initial, f"snils {snils.strip()}"))
     if address and (found := place_key(address)):
         out.add((initial, f"address {found}"))
     if not whole:

@@ -7,10 +7,11 @@ Each level has a match weight in bits from the match model
 (:mod:`hub.domain.weights`); the weights plus the model's prior are the log2 odds
 that the two are one person, turned into a probability. Disagreement weighs
 against: a different personal mobile or mailbox, first name, patronymic, birth
-date, gender, city. Correlated evidence is weighed once: a shared office line or mailbox
-says nothing the same company does not, and a home or office line in common does not
-outweigh two different own mobiles (a couple, colleagues). The reasons are the partial
-weights, strongest first:
+date, gender, city, personal ИНН or СНИЛС, another id in the same source system.
+Correlated evidence is weighed once: a shared office line or mailbox says nothing the
+same company does not, a home phone in common nothing the same address does not, and a
+home or office line in common does not outweigh two different own mobiles (a couple,
+colleagues). The reasons are the partial weights, strongest first:
 ``same phone +22.6, last name equal +8.7, first name differs −4.9``.
 
 A company adds its own matcher through the ``hub_matchers`` hook; its evidence
@@ -19,14 +20,17 @@ is mapped to a partial weight (:func:`evidence_bits`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rapidfuzz import fuzz
 from rapidfuzz.distance import OSA
 
-from hub.domain.normalize import Point
+from hub.domain.normalize import InvalidPoint, Point
+from hub.domain.person_ids import normalize_personal_tax_id, normalize_snils
 from hub.domain.similarity import (
     FIRST_NAMES,
     PersonName,
@@ -92,6 +96,10 @@ class Incoming:
     # Of the shared points, those only a few people use (up to HOUSEHOLD contacts): a home
     # phone, a family mailbox. Among so few, the name tells who is who.
     household: set[tuple[str, str]] = field(default_factory=set)
+    personal_tax_id: str | None = None  # 12 digits, checked (hub/domain/person_ids.py)
+    snils: str | None = None  # 11 digits, checked
+    # (system, id) in source systems: ("1c", "000123"); an id without a system has "".
+    external_ids: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -108,6 +116,32 @@ class Candidate:
     birth_date: str | None = None
     address: str | None = None
     postcode: str | None = None
+    personal_tax_id: str | None = None
+    snils: str | None = None
+    external_ids: set[tuple[str, str]] = field(default_factory=set)
+
+
+# The identifying fields a record keeps besides its name and points (a contact in its
+# custom fields, a lead in ``custom``), and how a state number is written as compared.
+DETAILS = ("birth_date", "address", "postcode")
+STATE_NUMBERS: dict[str, Callable[[str], str]] = {
+    "personal_tax_id": normalize_personal_tax_id,
+    "snils": normalize_snils,
+}
+
+
+def details(custom: Mapping[str, Any] | None) -> dict[str, str]:
+    """The identifying fields of ``custom`` as the matcher compares them. A state number
+    is kept as digits and only when its check digits hold: a mistyped СНИЛС on a form is
+    no evidence, and would be evidence against the right person."""
+    if not custom:
+        return {}
+    out = {key: str(custom[key]) for key in DETAILS if custom.get(key)}
+    for key, normalize in STATE_NUMBERS.items():
+        if custom.get(key):
+            with contextlib.suppress(InvalidPoint):
+                out[key] = normalize(str(custom[key]))
+    return out
 
 
 class Matcher(Protocol):
@@ -138,6 +172,9 @@ class Comparison:
 # Matchers that always run besides the model's comparisons; none are built in any more,
 # the list stays for callers that add plugin matchers to it.
 BUILTIN: list[Matcher] = []
+
+
+POINTS = ("phone", "email")
 
 
 def _mobile(number: str) -> bool:
@@ -301,6 +338,17 @@ def _address(a: str, b: str) -> str:
     return "close" if similarity >= 75 else "differs"
 
 
+def _external(mine: set[tuple[str, str]], theirs: set[tuple[str, str]]) -> Comparison | None:
+    """Ids of one named system: the same id, or only other ids of it. An id without a
+    system (a legacy column) or of a system the other record has no id in says nothing."""
+    systems = {s for s, _ in mine if s} & {s for s, _ in theirs if s}
+    if not systems:
+        return None
+    if mine & theirs:
+        return Comparison("external_id", "equal")
+    return Comparison("external_id", "differs")
+
+
 def compare(lead: Incoming, candidate: Candidate) -> list[Comparison]:
     """The comparison vector of a lead and a candidate; a field missing on either side
     is left out (it weighs nothing)."""
@@ -325,10 +373,22 @@ def compare(lead: Incoming, candidate: Candidate) -> list[Comparison]:
     if lead.birth_date and candidate.birth_date:
         out.append(Comparison("birth_date", _dates(lead.birth_date, candidate.birth_date)))
     if lead.address and candidate.address:
-        out.append(Comparison("address", _address(lead.address, candidate.address)))
+        where = Comparison("address", _address(lead.address, candidate.address))
+        # A home's phone or mailbox in common and one address say one thing, that the two
+        # live together (a couple, parent and child): weighed once, as the phone or mailbox.
+        home = any(c.level in ("landline", "household") for c in out if c.field in POINTS)
+        if not (home and where.level in ("equal", "close")):
+            out.append(where)
     if lead.postcode and candidate.postcode:
         same = lead.postcode.strip() == candidate.postcode.strip()
         out.append(Comparison("postcode", "equal" if same else "differs"))
+    for name in ("personal_tax_id", "snils"):
+        mine, theirs = getattr(lead, name), getattr(candidate, name)
+        if mine and theirs:
+            out.append(Comparison(name, "equal" if mine == theirs else "differs"))
+    external = _external(lead.external_ids, candidate.external_ids)
+    if external is not None:
+        out.append(external)
     return out
 
 

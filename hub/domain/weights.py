@@ -88,6 +88,26 @@ LEVELS: dict[str, dict[str, tuple[str, float, float]]] = {
         "equal": ("same postcode", 0.85, 0.01),
         "differs": ("different postcode", 0.08, 0.99),
     },
+    # A person's state numbers (hub/domain/person_ids.py), kept only when their check digits
+    # hold: one person has one ИНН and one СНИЛС for life, so two valid different numbers are
+    # two people. m of "differs" is a typo (say 1 in 100 numbers typed) that the check digits
+    # miss (about 1 in 100 of them): 1e-4, stronger against than a name, patronymic and city
+    # together are for. u of "equal": two people given one number, about never.
+    "personal_tax_id": {
+        "equal": ("same personal ИНН", 0.98, 1e-8),
+        "differs": ("different personal ИНН", 1e-4, 0.9999),
+    },
+    "snils": {
+        "equal": ("same СНИЛС", 0.98, 1e-8),
+        "differs": ("different СНИЛС", 1e-4, 0.9999),
+    },
+    # An id in a source system (``1c:000123``), compared only within one system: another
+    # system's id says nothing. A system holds a person once, mostly; a legacy base holds
+    # some people twice, so a different id of the same system is evidence against, not proof.
+    "external_id": {
+        "equal": ("same external id", 0.9, 1e-7),
+        "differs": ("different external id, same system", 0.1, 0.9999),
+    },
 }
 # Fields whose equal level is weighed by the frequency of the value.
 TERM_FREQUENCY = ("first_name", "last_name", "patronymic", "city")
