@@ -73,7 +73,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hub.config import Settings  # noqa: E402
-from hub.domain.blocking import MAX_BLOCK, lookups, name_blocks  # noqa: E402
+from hub.domain.blocking import (  # noqa: E402
+    MAX_BLOCK,
+    birth_key,
+    detail_block,
+    lookups,
+    name_blocks,
+)
 from hub.domain.matching import BUILTIN, HOUSEHOLD, Candidate, Incoming, score  # noqa: E402
 from hub.domain.normalize import InvalidPoint, canonical_email, normalize_email, normalize_phone  # noqa: E402
 from hub.domain.similarity import DIMINUTIVES, person_key  # noqa: E402
@@ -554,6 +560,8 @@ def quality(records: list[Record], settings: Settings, model=None) -> dict[str, 
             city=record.city,
             address=record.address,
         )
+        if (home := detail_block(record.birth_date, record.address)) is not None:
+            blocks.add(home)  # a card without a surname, as intake finds it
         for block in blocks:
             if len(blocked.get(block, ())) <= MAX_BLOCK:
                 candidates.update(blocked.get(block, ()))
@@ -769,14 +777,16 @@ def import_records(path: Path, records: list[Record], settings: Settings) -> Non
             "address": record.address,
         }
         custom = json.dumps({k: v for k, v in fields.items() if v})
+        born = birth_key(fields)
         rows.append(
-            (cid, record.name, person_key(record.name), record.city, custom, f"EXT-{cid}", now, now)
-        )
+            (cid, record.name, person_key(record.name), record.city, custom, born, f"EXT-{cid}",
+             now, now)
+        )  # fmt: skip
         for kind, normalized in keys(record, settings):
             points.append((cid, kind, normalized, normalized, now))
     db.executemany(
-        "INSERT INTO contacts (id, name, name_key, city, custom, external_id, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO contacts (id, name, name_key, city, custom, birth_date, external_id, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     db.executemany(

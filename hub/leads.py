@@ -296,8 +296,8 @@ class LeadPipeline:
         self, conn: AsyncConnection, plans: Sequence[_Plan], by_details: bool = False
     ) -> tuple[dict[int, _Contact], list[_Plan]]:
         """Find each plan's contact (known, new, or made earlier in the batch); with
-        ``by_details`` (an import) also the contacts of its birth date and address, and a
-        row's details fill the blanks of the contact it went to."""
+        ``by_details`` (an import) a row's details fill the blanks of the contact it went
+        to, for the rows after it."""
         keys = sorted({(p.kind, p.normalized) for plan in plans for p in plan.points})
         if conn.dialect.name == "postgresql":
             # Companies are found or created later in the batch; their keys are locked now,
@@ -318,8 +318,8 @@ class LeadPipeline:
             {block.split(" ", 1)[0] for plan in plans for _, block in plan.blocks},
         )
         wanted = {block for plan in plans for block in plan.blocks}
-        if by_details:
-            named.update(await self._by_details(conn, {b for b in wanted if not b[0]}))
+        if by_birth := {b for b in wanted if not b[0]}:
+            named.update(await self._by_details(conn, by_birth))
         # A block too big to compare with is not loaded either (see _match).
         ids |= {
             cid
@@ -634,17 +634,17 @@ class LeadPipeline:
 
     @staticmethod
     async def _by_details(conn: AsyncConnection, blocks: set[Block]) -> dict[Block, list[int]]:
-        """The contacts in these birth-date-and-address blocks. No index holds a contact's
-        birth date, so this reads every contact's once per batch: for an import, not for
-        a lead that must be placed in milliseconds."""
+        """The contacts in these birth-date-and-address blocks: those born on one of the
+        days (``contacts.birth_date``, indexed) whose address is the block's."""
         dates = sorted({detail.split(" ", 2)[1] for _, detail in blocks})
         if not dates:
             return {}
-        born = contacts_t.c.custom["birth_date"].as_string()
         lives = contacts_t.c.custom["address"].as_string()
         found: dict[Block, list[int]] = {}
         for cid, date, address in await conn.execute(
-            select(contacts_t.c.id, born, lives).where(born.in_(dates), lives.is_not(None))
+            select(contacts_t.c.id, contacts_t.c.birth_date, lives).where(
+                contacts_t.c.birth_date.in_(dates)
+            )
         ):
             block = detail_block(date, address)
             if block in blocks:

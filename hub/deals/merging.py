@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hub.domain.blocking import birth_key
 from hub.store.models import (
     Activity,
     Company,
@@ -165,7 +166,7 @@ async def merge_contacts(
     await conn.execute(
         update(contacts)
         .where(contacts.c.id == keep_id)
-        .values(**fill, custom=custom, updated_at=now)
+        .values(**fill, custom=custom, birth_date=birth_key(custom), updated_at=now)
     )
     moved["filled"] = sorted(fill)
     await conn.execute(delete(contacts).where(contacts.c.id == other_id))
@@ -293,12 +294,16 @@ async def unmerge(conn: AsyncConnection, merge_id: int, now: datetime) -> dict[s
             f"contact {other_id}'s company {other['company_id']} is gone since (merged?); "
             "undo that first"
         )
+    other["birth_date"] = birth_key(other["custom"])  # a merge older than the column has none
     await conn.execute(insert(contacts).values(**other))
     keep_before = _load(contacts, moved["keep"])
     await conn.execute(
         update(contacts)
         .where(contacts.c.id == keep_id)
-        .values(**{f: keep_before[f] for f in (*FIELDS, "custom", "updated_at")})
+        .values(
+            **{f: keep_before[f] for f in (*FIELDS, "custom", "updated_at")},
+            birth_date=birth_key(keep_before["custom"]),
+        )
     )
     holders = await _holders(conn, row)
     for name, table in (*MOVED.items(), ("points", points)):

@@ -25,6 +25,7 @@ from hub.deals.batch import (
     points_t,
     ref,
 )
+from hub.domain.blocking import birth_key
 from hub.domain.similarity import person_key
 from hub.store.models import ContactExternalId
 from hub.store.ops import allocate_ids
@@ -76,6 +77,7 @@ async def create_contacts(batch: Batch, run: list[ch.CreateContact]) -> None:
                 "segment": change.segment,
                 "external_id": added[0] if added else None,
                 "custom": change.custom,
+                "birth_date": birth_key(change.custom),  # the block of birth date and address
                 "created_at": now,
                 "updated_at": now,
                 "company_id": company_id,
@@ -207,6 +209,8 @@ async def update_contacts(batch: Batch, run: list[ch.UpdateContact]) -> None:
             values = {**changed, "contact_id": contact_id}
             if "name" in changed:
                 values["name_key"] = person_key(changed["name"])  # the name block intake matches by
+            if "custom" in changed:
+                values["birth_date"] = birth_key(changed["custom"])
             updates.setdefault(tuple(sorted(set(values) - {"contact_id"})), []).append(values)
         if changed or removed or change.add_points or ids_added:
             # An update that finds everything as it would leave it is no event: importing a

@@ -22,6 +22,9 @@ order a guess, so such a name has the blocks and look-ups of both orders.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from hub.domain.similarity import (
     FIRST_NAMES,
     company_key,
@@ -61,15 +64,37 @@ def _orders(name: str | None) -> list[tuple[str, str, bool]]:
     return out
 
 
+BIRTH_KEY = 32  # characters of ``contacts.birth_date``; a longer value is no date
+
+
+def birth_key(custom: dict[str, Any] | None) -> str | None:
+    """``contacts.birth_date``: the birth date a contact's custom fields hold, as the
+    blocks read it, indexed so intake finds a card by birth date and address at once."""
+    value = (custom or {}).get("birth_date")
+    if not value:
+        return None
+    text = str(value).strip()
+    return text if 0 < len(text) <= BIRTH_KEY else None
+
+
 def detail_block(birth_date: str | None, address: str | None) -> Block | None:
     """The block of a record by its birth date and address together, whatever its name
     says: a card reading ``Анна`` or no name at all is still the person born that day who
-    lives there. A couple shares the address, not the birth date. Found without the name
-    index, so only an import (a batch job, like the scan) reads the store by it
-    (``LeadPipeline.run_contacts``); leads of one batch meet by it always."""
-    if not birth_date or not address or not (found := place_key(address)):
+    lives there. A couple shares the address, not the birth date. Found through the index
+    of ``contacts.birth_date`` (:func:`birth_key`)."""
+    if not birth_date or not address or not (found := _house(address)):
         return None
     return ("", f"born {birth_date.strip()} at {found}")
+
+
+def _house(address: str) -> str:
+    """An address as a block reads it: its house and flat numbers, which every way of
+    writing it keeps ("г. Самара, ул. Ленинская, д. 147, кв. 12" and "Самара, Ленинская
+    147-12" are "147 12"; a six-digit postcode is left out, as one writer gives it and
+    another does not); the place's words where it has no numbers. Among the people born
+    on one day, that is rarely two homes."""
+    numbers = [n for n in re.findall(r"\d+", address) if len(n) < 6]
+    return " ".join(numbers) if numbers else place_key(address)
 
 
 def lookups(name: str | None) -> list[tuple[str, str]]:

@@ -96,6 +96,9 @@ class Contact(Base):
     # Surname stem and first name in Latin (hub.domain.similarity.person_key): intake finds a
     # returning client with a new phone and mailbox by it.
     name_key: Mapped[str | None] = mapped_column(String(120), index=True)
+    # The birth date of ``custom`` (hub.domain.blocking.birth_key): a card without a surname
+    # is found by it and the address.
+    birth_date: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class ContactPoint(Base):

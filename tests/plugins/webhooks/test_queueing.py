@@ -43,7 +43,10 @@ async def _hub(store_url: str) -> Hub:
     settings = make_settings(
         store_url, plugins={"webhooks": {"endpoints": ENDPOINTS}, "refuses": {}}
     )
-    hub = make_hub(settings, extra={"webhooks": Webhooks, "refuses": RefusesBigDeals})
+    # No sender: these tests read what the writer queued, before a sender claims it.
+    hub = make_hub(
+        settings, extra={"webhooks": Webhooks, "refuses": RefusesBigDeals}, start_workers=False
+    )
     await hub.start()
     return hub
 
