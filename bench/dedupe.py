@@ -705,7 +705,7 @@ async def latency(
     ``LeadPipeline._match_all`` does them."""
     from hub.deals import DealWriter
     from hub.domain.lead import Lead
-    from hub.leads import LeadPipeline
+    from hub.leads import LeadPipeline, _holding
     from hub.store import Store
     from hub.store.ops import sync_config
 
@@ -732,18 +732,17 @@ async def latency(
             started = time.perf_counter()
             trans = await conn.begin()
             keys = [(p.kind, p.normalized) for p in plan.points]
-            holders = await pipeline._holders(conn, keys)
-            ids = {c for found in holders.values() for c in found}
             spans = set(lookups(lead.name)) if plan.blocks else set()
             kinds = {block.split(" ", 1)[0] for _, block in plan.blocks}
             blocks = await pipeline._named(conn, spans, kinds)
-            ids |= {
+            ids = {
                 c
                 for block in plan.blocks
                 if len(blocks.get(block, ())) <= MAX_BLOCK
                 for c in blocks.get(block, ())
             }
-            contacts = await pipeline._contacts(conn, ids)
+            contacts = await pipeline._contacts(conn, ids, keys=keys)
+            holders = _holding(contacts, keys)
             await pipeline._deals(conn, contacts)
             pipeline._match(plan, holders, contacts, {}, blocks, {})
             await trans.rollback()

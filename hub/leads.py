@@ -310,8 +310,6 @@ class LeadPipeline:
             names = {("name", key) for plan in plans for key, _ in plan.blocks if key}
             if keys or companies or names:
                 await self._lock(conn, sorted(set(keys) | companies | names))
-        holders = await self._holders(conn, keys)
-        ids = {cid for found in holders.values() for cid in found}
         named = await self._named(
             conn,
             {span for plan in plans if plan.blocks for span in lookups(plan.lead.name)},
@@ -321,7 +319,7 @@ class LeadPipeline:
         if by_birth := {b for b in wanted if not b[0]}:
             named.update(await self._by_details(conn, by_birth))
         # A block too big to compare with is not loaded either (see _match).
-        ids |= {
+        ids = {
             cid
             for block in wanted
             if len(named.get(block, ())) <= MAX_BLOCK
@@ -335,7 +333,10 @@ class LeadPipeline:
             for p in plans
             if p.lead.external_id and p.lead.external_id not in by_external
         )
-        contacts = await self._contacts(conn, ids | set(by_external.values()), systems)
+        # The contacts holding the plans' points are read in the same statement as the
+        # others: each round trip to the store costs more than the rows it reads.
+        contacts = await self._contacts(conn, ids | set(by_external.values()), systems, keys)
+        holders = _holding(contacts, keys)
         batch_holders: dict[tuple[str, str], list[_Contact]] = {}
         batch_blocks: dict[Block, list[_Contact]] = {}
         reviews: list[_Plan] = []
@@ -549,35 +550,6 @@ class LeadPipeline:
         )
 
     @staticmethod
-    async def _holders(
-        conn: AsyncConnection, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], list[int]]:
-        """Contacts holding each point, oldest first: the only candidates read."""
-        if not keys:
-            return {}
-        wanted: dict[str, list[str]] = {}
-        for kind, normalized in keys:
-            wanted.setdefault(kind, []).append(normalized)
-        rows = await conn.execute(
-            select(points_t.c.kind, points_t.c.normalized, points_t.c.contact_id)
-            .where(
-                or_(
-                    *(
-                        and_(points_t.c.kind == kind, points_t.c.normalized.in_(values))
-                        for kind, values in wanted.items()
-                    )
-                )
-            )
-            .order_by(points_t.c.contact_id)
-        )
-        holders: dict[tuple[str, str], list[int]] = {}
-        for kind, normalized, contact_id in rows:
-            ids = holders.setdefault((kind, normalized), [])
-            if contact_id not in ids:
-                ids.append(contact_id)
-        return holders
-
-    @staticmethod
     async def _named(
         conn: AsyncConnection, spans: set[tuple[str, str]], kinds: set[str] | None = None
     ) -> dict[Block, list[int]]:
@@ -653,12 +625,36 @@ class LeadPipeline:
 
     @staticmethod
     async def _contacts(
-        conn: AsyncConnection, ids: set[int], external_ids: bool = False
+        conn: AsyncConnection,
+        ids: set[int],
+        external_ids: bool = False,
+        keys: Sequence[tuple[str, str]] = (),
     ) -> dict[int, _Contact]:
-        """The contacts with their points; with ``external_ids`` their ids in source
-        systems, too (one more statement, so only for a batch that compares them)."""
-        if not ids:
+        """The contacts ``ids`` and those holding one of the points ``keys``, with their
+        points; with ``external_ids`` their ids in source systems, too (one more
+        statement, so only for a batch that compares them)."""
+        if not ids and not keys:
             return {}
+        wanted: dict[str, list[str]] = {}
+        for kind, normalized in keys:
+            wanted.setdefault(kind, []).append(normalized)
+        held = points_t.alias("held")
+        which = []
+        if ids:
+            which.append(contacts_t.c.id.in_(sorted(ids)))
+        if wanted:
+            which.append(
+                contacts_t.c.id.in_(
+                    select(held.c.contact_id).where(
+                        or_(
+                            *(
+                                and_(held.c.kind == kind, held.c.normalized.in_(values))
+                                for kind, values in wanted.items()
+                            )
+                        )
+                    )
+                )
+            )
         found: dict[int, _Contact] = {}
         # The contacts with their phones and emails in one statement: a round trip to the
         # store costs more than the few rows a contact's points add.
@@ -677,7 +673,7 @@ class LeadPipeline:
             )
             .outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
             .outerjoin(points_t, points_t.c.contact_id == contacts_t.c.id)
-            .where(contacts_t.c.id.in_(sorted(ids)))
+            .where(or_(*which))
         )
         for cid, name, city, owner_id, custom, company_id, company, tax_id, kind, value in rows:
             contact = found.get(cid)
@@ -1066,6 +1062,18 @@ class LeadPipeline:
             occurred_at=plan.received_at,
             inbox_id=plan.inbox_id,
         )
+
+
+def _holding(
+    contacts: dict[int, _Contact], keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[int]]:
+    """The contacts holding each point of ``keys``, oldest first."""
+    wanted = set(keys)
+    holders: dict[tuple[str, str], list[int]] = {}
+    for cid in sorted(contacts):
+        for point in contacts[cid].points & wanted:
+            holders.setdefault(point, []).append(cid)
+    return holders
 
 
 def _details(custom: dict[str, Any] | None) -> dict[str, str]:
