@@ -562,7 +562,7 @@ class LeadPipeline:
         kinds = set(KINDS) if kinds is None else kinds
         custom = contacts_t.c.custom
         columns = [contacts_t.c.id, contacts_t.c.name_key]
-        columns.append(custom["birth_date"].as_string() if "born" in kinds else null())
+        columns.append(contacts_t.c.birth_date if "born" in kinds else null())  # no JSON read
         columns.append(custom["address"].as_string() if "address" in kinds else null())
         columns.append(custom["personal_tax_id"].as_string() if "inn" in kinds else null())
         columns.append(custom["snils"].as_string() if "snils" in kinds else null())
