@@ -741,9 +741,8 @@ async def latency(
                 if len(blocks.get(block, ())) <= MAX_BLOCK
                 for c in blocks.get(block, ())
             }
-            contacts = await pipeline._contacts(conn, ids, keys=keys)
+            contacts = await pipeline._contacts(conn, ids, keys=keys, deals=True)
             holders = _holding(contacts, keys)
-            await pipeline._deals(conn, contacts)
             pipeline._match(plan, holders, contacts, {}, blocks, {})
             await trans.rollback()
             matched.append(time.perf_counter() - started)

@@ -159,6 +159,8 @@ class _Contact:
     # (system, id) of the contact's ids in source systems; read only for a batch whose leads
     # carry an id of a named system (nothing else compares them).
     external_ids: set[tuple[str, str]] = field(default_factory=set)
+    # Its deals by id, read with it for a batch of leads (``_contacts(deals=True)``).
+    deals: dict[int, _Deal] = field(default_factory=dict)
 
     @property
     def ref(self) -> ContactRef:
@@ -293,7 +295,11 @@ class LeadPipeline:
     # -- the batch ------------------------------------------------------------------------
 
     async def _match_all(
-        self, conn: AsyncConnection, plans: Sequence[_Plan], by_details: bool = False
+        self,
+        conn: AsyncConnection,
+        plans: Sequence[_Plan],
+        by_details: bool = False,
+        deals: bool = False,
     ) -> tuple[dict[int, _Contact], list[_Plan]]:
         """Find each plan's contact (known, new, or made earlier in the batch); with
         ``by_details`` (an import) a row's details fill the blanks of the contact it went
@@ -335,7 +341,9 @@ class LeadPipeline:
         )
         # The contacts holding the plans' points are read in the same statement as the
         # others: each round trip to the store costs more than the rows it reads.
-        contacts = await self._contacts(conn, ids | set(by_external.values()), systems, keys)
+        contacts = await self._contacts(
+            conn, ids | set(by_external.values()), systems, keys, deals=deals
+        )
         holders = _holding(contacts, keys)
         batch_holders: dict[tuple[str, str], list[_Contact]] = {}
         batch_blocks: dict[Block, list[_Contact]] = {}
@@ -448,8 +456,14 @@ class LeadPipeline:
     async def run(self, conn: AsyncConnection, plans: Sequence[_Plan], now: datetime) -> list[dict]:
         """Decide what ``plans`` become and have the writer write it in ``conn``'s
         transaction; one result per plan."""
-        contacts, reviews = await self._match_all(conn, plans)
-        deals = await self._deals(conn, contacts)
+        # The candidates' deals come with them: a round trip to the store costs more than
+        # the rows they add.
+        contacts, reviews = await self._match_all(conn, plans, deals=True)
+        deals = {
+            contact: sorted(contact.deals.values(), key=lambda d: -(d.id or 0))
+            for contact in contacts.values()
+            if contact.deals
+        }
         for plan in plans:
             assert plan.contact is not None
             self._decide(plan, deals.setdefault(plan.contact, []), now)
@@ -629,10 +643,12 @@ class LeadPipeline:
         ids: set[int],
         external_ids: bool = False,
         keys: Sequence[tuple[str, str]] = (),
+        deals: bool = False,
     ) -> dict[int, _Contact]:
         """The contacts ``ids`` and those holding one of the points ``keys``, with their
-        points; with ``external_ids`` their ids in source systems, too (one more
-        statement, so only for a batch that compares them)."""
+        points (and with ``deals`` their deals, in the same statement); with
+        ``external_ids`` their ids in source systems, too (one more statement, so only
+        for a batch that compares them)."""
         if not ids and not keys:
             return {}
         wanted: dict[str, list[str]] = {}
@@ -658,7 +674,19 @@ class LeadPipeline:
         found: dict[int, _Contact] = {}
         # The contacts with their phones and emails in one statement: a round trip to the
         # store costs more than the few rows a contact's points add.
-        rows = await conn.execute(
+        deal_columns = (
+            [
+                deals_t.c.id,
+                deals_t.c.pipeline_id,
+                deals_t.c.stage_id,
+                deals_t.c.status,
+                deals_t.c.owner_id,
+                deals_t.c.closed_at,
+            ]
+            if deals
+            else [null()]
+        )
+        query = (
             select(
                 contacts_t.c.id,
                 contacts_t.c.name,
@@ -670,12 +698,16 @@ class LeadPipeline:
                 companies_t.c.tax_id,
                 points_t.c.kind,
                 points_t.c.normalized,
+                *deal_columns,
             )
             .outerjoin(companies_t, companies_t.c.id == contacts_t.c.company_id)
             .outerjoin(points_t, points_t.c.contact_id == contacts_t.c.id)
             .where(or_(*which))
         )
-        for cid, name, city, owner_id, custom, company_id, company, tax_id, kind, value in rows:
+        if deals:
+            query = query.outerjoin(deals_t, deals_t.c.contact_id == contacts_t.c.id)
+        for row in await conn.execute(query):
+            cid, name, city, owner_id, custom, company_id, company, tax_id, kind, value = row[:10]
             contact = found.get(cid)
             if contact is None:
                 contact = found[cid] = _Contact(
@@ -691,6 +723,8 @@ class LeadPipeline:
                 )
             if kind is not None:
                 contact.points.add((kind, value))
+            if deals and row[10] is not None and row[10] not in contact.deals:
+                contact.deals[row[10]] = _Deal(*row[10:16])
         if external_ids:
             for cid, system, value in await conn.execute(
                 select(ids_t.c.contact_id, ids_t.c.system, ids_t.c.external_id).where(
@@ -698,33 +732,6 @@ class LeadPipeline:
                 )
             ):
                 found[cid].external_ids.add((system, value))
-        return found
-
-    @staticmethod
-    async def _deals(
-        conn: AsyncConnection, contacts: dict[int, _Contact]
-    ) -> dict[_Contact, list[_Deal]]:
-        """Each known contact's deals, newest first."""
-        if not contacts:
-            return {}
-        rows = await conn.execute(
-            select(
-                deals_t.c.id,
-                deals_t.c.contact_id,
-                deals_t.c.pipeline_id,
-                deals_t.c.stage_id,
-                deals_t.c.status,
-                deals_t.c.owner_id,
-                deals_t.c.closed_at,
-            )
-            .where(deals_t.c.contact_id.in_(sorted(contacts)))
-            .order_by(deals_t.c.id.desc())
-        )
-        found: dict[_Contact, list[_Deal]] = {}
-        for deal_id, contact_id, pipeline_id, stage_id, status, owner_id, closed_at in rows:
-            found.setdefault(contacts[contact_id], []).append(
-                _Deal(deal_id, pipeline_id, stage_id, status, owner_id, closed_at)
-            )
         return found
 
     def _match(
