@@ -78,8 +78,10 @@ from hub.domain.matching import (
     Incoming,
     Matcher,
     Score,
-    details,
     score,
+)
+from hub.domain.matching import (
+    details as identifying,
 )
 from hub.domain.normalize import (
     InvalidPoint,
@@ -271,7 +273,7 @@ class LeadPipeline:
                 plan.tax_id = normalize_tax_id(lead.tax_id, self.region)
             except InvalidPoint:
                 plan.invalid.append(lead.tax_id)
-        details = _details(lead.custom)
+        details = identifying(lead.custom)
         plan.blocks = name_blocks(
             lead.name,
             birth_date=details.get("birth_date"),
@@ -323,7 +325,7 @@ class LeadPipeline:
         )
         wanted = {block for plan in plans for block in plan.blocks}
         if by_birth := {b for b in wanted if not b[0]}:
-            named.update(await self._by_details(conn, by_birth))
+            named.update(await self._by_birth_date(conn, by_birth))
         # A block too big to compare with is not loaded either (see _match).
         ids = {
             cid
@@ -362,7 +364,7 @@ class LeadPipeline:
                 # The import fills the contact's blank fields from the row it merged
                 # (fill_only): a later row of the batch is compared with the contact as it
                 # will be written, its birth date from one row, its address from another.
-                for key, value in _details(plan.lead.custom).items():
+                for key, value in identifying(plan.lead.custom).items():
                     contact.details.setdefault(key, value)
             for block in plan.blocks:
                 found = batch_blocks.setdefault(block, [])
@@ -520,7 +522,7 @@ class LeadPipeline:
                 # The contact keeps what identifies the person (birth date, address), so
                 # a later lead with a new phone and mailbox is still found by name.
                 custom={
-                    **_details(lead.custom),
+                    **identifying(lead.custom),
                     **({"company": lead.company} if lead.company else {}),
                 },
                 points=list(points[contact].values()),
@@ -619,7 +621,7 @@ class LeadPipeline:
         return found
 
     @staticmethod
-    async def _by_details(conn: AsyncConnection, blocks: set[Block]) -> dict[Block, list[int]]:
+    async def _by_birth_date(conn: AsyncConnection, blocks: set[Block]) -> dict[Block, list[int]]:
         """The contacts in these birth-date-and-address blocks: those born on one of the
         days (``contacts.birth_date``, indexed) whose address is the block's."""
         dates = sorted({detail.split(" ", 2)[1] for _, detail in blocks})
@@ -719,7 +721,7 @@ class LeadPipeline:
                     set(),
                     company_ref=company_id,
                     tax_id=tax_id,
-                    details=_details(custom),
+                    details=identifying(custom),
                 )
             if kind is not None:
                 contact.points.add((kind, value))
@@ -757,7 +759,7 @@ class LeadPipeline:
             plan.tax_id,
             household={k for k in shared - generic if held[k] <= HOUSEHOLD},
             external_ids=_external_ids(lead),
-            **_details(lead.custom),
+            **identifying(lead.custom),
         )
         candidates: list[_Contact] = []
         for k in keys:
@@ -776,6 +778,7 @@ class LeadPipeline:
                 if contact not in candidates:
                     candidates.append(contact)
         best: tuple[_Contact, Score] | None = None
+        model = self.model  # once a lead, not once a candidate
         for contact in candidates:
             candidate = Candidate(
                 contact.id or 0,
@@ -788,7 +791,7 @@ class LeadPipeline:
                 external_ids=contact.external_ids,
                 **contact.details,
             )
-            result = score(incoming, candidate, self.matchers, self.model)
+            result = score(incoming, candidate, self.matchers, model)
             if best is None or result.value > best[1].value:
                 best = (contact, result)
         if best is not None and best[1].value >= self.matching.join:
@@ -805,7 +808,7 @@ class LeadPipeline:
             set(),
             lead=lead,
             tax_id=plan.tax_id,
-            details=_details(lead.custom),  # a later lead of the batch compares them too
+            details=identifying(lead.custom),  # a later lead of the batch compares them too
             external_ids=_external_ids(lead),
         )
         plan.decision = "possible_duplicate" if plan.review else "new_contact"
@@ -1081,11 +1084,6 @@ def _holding(
         for point in contacts[cid].points & wanted:
             holders.setdefault(point, []).append(cid)
     return holders
-
-
-def _details(custom: dict[str, Any] | None) -> dict[str, str]:
-    """The identifying custom fields matching compares (an import keeps them there)."""
-    return details(custom)
 
 
 def _external_ids(lead: Lead) -> set[tuple[str, str]]:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +219,32 @@ async def wait_for(predicate: Callable[[], Any], within: float = 10.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def seed_contacts(
+    hub: Hub,
+    contacts: list[dict[str, Any]],
+    phones: Sequence[tuple[int, str]] = (),
+) -> None:
+    """Contacts (``id``, ``name`` and any other column) and their phones written straight
+    into the store, as a legacy base migrated in would hold them: no writer, no events.
+    For tests of what reads such a store (the scan, training) at a size the writer would
+    make slow."""
+    from hub.store.models import Contact, ContactPoint
+    from hub.store.types import utcnow
+
+    now = utcnow()
+    async with hub.store.write() as conn:
+        await conn.execute(
+            Contact.__table__.insert(),
+            [{"custom": {}, **c, "created_at": now, "updated_at": now} for c in contacts],
+        )
+        if phones:
+            await conn.execute(
+                ContactPoint.__table__.insert(),
+                [
+                    {"contact_id": cid, "kind": "phone", "value": phone, "normalized": phone,
+                     "created_at": now}
+                    for cid, phone in phones
+                ],
+            )  # fmt: skip

@@ -18,7 +18,7 @@ from hub.domain.normalize import Point
 from hub.domain.weights import MatchModel
 from hub.store.models import Contact, ContactPoint
 from hub.store.types import utcnow
-from tests.conftest import ROOT
+from tests.conftest import ROOT, seed_contacts
 from tests.test_import_report import config, run_import  # noqa: F401 (a fixture)
 from tests.test_matching import lead, run_hub, submit
 
@@ -344,7 +344,6 @@ async def test_training_learns_names_from_pairs_sharing_a_personal_point_not_an_
     lasts = ["Белов", "Орлов", "Жуков", "Зуев", "Котов", "Лосев"]
     hub = await run_hub(store_url)
     try:
-        now = utcnow()
         rows, points = [], []
         for i in range(1, 41):  # colleagues, each once, on the office line
             name = f"{firsts[i % 8]} {lasts[i % 6]}{'а' if i % 8 in (1, 3, 5, 7) else ''}"
@@ -355,24 +354,7 @@ async def test_training_learns_names_from_pairs_sharing_a_personal_point_not_an_
                 cid = 100 + 2 * j + k
                 rows.append({"id": cid, "name": f"{firsts[j % 8]} Клим{j}ов", "custom": {}})
                 points.append((cid, f"+7912000{j:04d}"))
-        async with hub.store.write() as conn:
-            await conn.execute(
-                Contact.__table__.insert(),
-                [{**r, "created_at": now, "updated_at": now} for r in rows],
-            )
-            await conn.execute(
-                ContactPoint.__table__.insert(),
-                [
-                    {
-                        "contact_id": c,
-                        "kind": "phone",
-                        "value": p,
-                        "normalized": p,
-                        "created_at": now,
-                    }
-                    for c, p in points
-                ],
-            )
+        await seed_contacts(hub, rows, points)
         trained = await train(hub.store, hub.settings)
         assert "first_name" not in trained.kept  # learned, not the default kept
         bits, _ = trained.model.weight("first_name", "differs")

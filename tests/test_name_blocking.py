@@ -8,8 +8,8 @@ from sqlalchemy import select
 from hub.dedupe import scan
 from hub.domain.blocking import MAX_BLOCK, lookups, name_blocks, name_key
 from hub.leads import LeadPipeline
-from hub.store.models import Contact, ContactPoint
-from hub.store.types import utcnow
+from hub.store.models import Contact
+from tests.conftest import seed_contacts
 from tests.test_matching import lead, run_hub, submit
 
 
@@ -147,41 +147,16 @@ async def test_a_common_name_in_one_city_finds_nobody_by_name_alone(store_url):
 async def test_the_scan_pairs_records_without_a_shared_point_by_name_and_birth_date(store_url):
     hub = await run_hub(store_url)
     try:
-        now = utcnow()
         rows = [
             (1, "Ершов Тимур Алексеевич", {"birth_date": "2002-06-17"}, "+79120000001"),
             (2, "Ершов Т.", {"birth_date": "2002-06-17"}, None),
             (3, "Ершов Тимур", {"birth_date": "1990-01-01"}, "+79030000002"),
         ]
-        async with hub.store.write() as conn:
-            await conn.execute(
-                Contact.__table__.insert(),
-                [
-                    {
-                        "id": i,
-                        "name": n,
-                        "name_key": name_key(n),
-                        "custom": c,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i, n, c, _ in rows
-                ],
-            )
-            await conn.execute(
-                ContactPoint.__table__.insert(),
-                [
-                    {
-                        "contact_id": i,
-                        "kind": "phone",
-                        "value": p,
-                        "normalized": p,
-                        "created_at": now,
-                    }
-                    for i, _, _, p in rows
-                    if p
-                ],
-            )
+        await seed_contacts(
+            hub,
+            [{"id": i, "name": n, "name_key": name_key(n), "custom": c} for i, n, c, _ in rows],
+            [(i, p) for i, _, _, p in rows if p],
+        )
         pairs, _ = await scan(hub.store, hub.settings)
         found = {(p.a, p.b): p for p in pairs}
         assert (1, 2) in found and "same birth date" in ", ".join(found[(1, 2)].reasons)

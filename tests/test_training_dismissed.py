@@ -4,8 +4,9 @@ evidence: the next pair like them scores lower."""
 from __future__ import annotations
 
 from hub.dedupe import train
-from hub.store.models import Contact, ContactPoint, DuplicateCandidate
+from hub.store.models import DuplicateCandidate
 from hub.store.types import utcnow
+from tests.conftest import seed_contacts
 from tests.test_matching import run_hub
 
 FIRSTS = ["Иван", "Мария", "Олег", "Анна", "Павел", "Ольга", "Роман", "Вера"]
@@ -21,19 +22,7 @@ async def test_dismissed_pairs_sharing_a_phone_make_a_shared_phone_weaker_eviden
                 cid = 1 + 2 * j + k
                 rows.append({"id": cid, "name": f"{FIRSTS[j % 8]} Клим{j}ов", "custom": {}})
                 points.append((cid, f"+7912000{j:04d}"))
-        async with hub.store.write() as conn:
-            await conn.execute(
-                Contact.__table__.insert(),
-                [{**r, "created_at": now, "updated_at": now} for r in rows],
-            )
-            await conn.execute(
-                ContactPoint.__table__.insert(),
-                [
-                    {"contact_id": c, "kind": "phone", "value": p, "normalized": p,
-                     "created_at": now}
-                    for c, p in points
-                ],
-            )  # fmt: skip
+        await seed_contacts(hub, rows, points)
         before = await train(hub.store, hub.settings)
 
         # Half of them a head looked at: father and son on one phone, two people.
